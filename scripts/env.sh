@@ -10,3 +10,10 @@ VENV=${VENV:-$(pwd)/.venv}
 # Private test cluster (scripts/cluster.sh) used by test.sh and the test tiers.
 TEST_CLUSTER=${TEST_CLUSTER:-test}
 TEST_PORT=${TEST_PORT:-54316}
+
+# Exports PGHOST/PGPORT/PGUSER/PGDATABASE for the test cluster, starting it (with its data kept)
+# if it is not running, so that a tier can be run on its own after scripts/install.sh.
+use_test_cluster() {
+  scripts/cluster.sh status "$TEST_CLUSTER" >/dev/null || scripts/cluster.sh start --keep "$TEST_CLUSTER" "$TEST_PORT"
+  eval "$(scripts/cluster.sh env "$TEST_CLUSTER")"
+}
