@@ -1,0 +1,151 @@
+//! Every error a caller can cause, in one place: its SQLSTATE, a message naming the table and
+//! column at fault, and a detail or hint where one helps. README's error table mirrors this file.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode as Code};
+
+struct Error {
+    code: Code,
+    message: String,
+    detail: Option<String>,
+    hint: Option<String>,
+}
+
+fn error(code: Code, message: impl Into<String>) -> Error {
+    Error { code, message: message.into(), detail: None, hint: None }
+}
+
+impl Error {
+    fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+    fn hint(mut self, h: impl Into<String>) -> Self {
+        self.hint = Some(h.into());
+        self
+    }
+    fn raise(self) -> ! {
+        let mut report = ErrorReport::new(self.code, self.message, "pg_safeupsert");
+        if let Some(d) = self.detail {
+            report = report.set_detail(d);
+        }
+        if let Some(h) = self.hint {
+            report = report.set_hint(h);
+        }
+        report.report(PgLogLevel::ERROR);
+        unreachable!("ereport(ERROR) returned")
+    }
+}
+
+pub fn not_preloaded() -> ! {
+    error(Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "pg_safeupsert must be loaded via shared_preload_libraries")
+        .hint("Add pg_safeupsert to shared_preload_libraries in postgresql.conf and restart the server.")
+        .raise()
+}
+
+pub fn null_argument(arg: &str) -> ! {
+    error(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("argument \"{arg}\" must not be null")).raise()
+}
+
+pub fn table_missing(relid: u32) -> ! {
+    error(Code::ERRCODE_UNDEFINED_TABLE, format!("relation with OID {relid} does not exist")).raise()
+}
+
+pub fn not_a_table(table: &str, kind: &str) -> ! {
+    error(Code::ERRCODE_WRONG_OBJECT_TYPE, format!("\"{table}\" is not a table"))
+        .detail(format!("\"{table}\" is {kind}."))
+        .hint("safe_upsert writes to ordinary and partitioned tables.")
+        .raise()
+}
+
+pub fn row_not_object(table: &str, found: &str) -> ! {
+    error(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("row for table {table} must be a JSON object, not {found}"))
+        .hint("Pass one object whose keys are column names, e.g. '{\"id\": 1, \"version\": 2}'.")
+        .raise()
+}
+
+pub fn row_empty(table: &str) -> ! {
+    error(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("row for table {table} is an empty JSON object"))
+        .hint("The row must carry at least the key and version columns.")
+        .raise()
+}
+
+pub fn unknown_column(table: &str, key: &str) -> ! {
+    error(Code::ERRCODE_UNDEFINED_COLUMN, format!("JSON key \"{key}\" is not a column of table {table}"))
+        .hint("Every key of the row must name a column of the table; remove or rename it.")
+        .raise()
+}
+
+pub fn generated_column(table: &str, column: &str, how: &str) -> ! {
+    error(Code::ERRCODE_GENERATED_ALWAYS, format!("column \"{column}\" of table {table} cannot be written"))
+        .detail(format!("Column \"{column}\" is {how}."))
+        .hint("Leave the column out of the row; PostgreSQL computes it.")
+        .raise()
+}
+
+pub fn key_missing(table: &str, column: &str) -> ! {
+    error(Code::ERRCODE_NOT_NULL_VIOLATION, format!("key column \"{column}\" of table {table} is missing or null in the row"))
+        .hint("Every column of the conflict key must be present and not null.")
+        .raise()
+}
+
+pub fn version_column_unknown(table: &str, column: &str) -> ! {
+    error(Code::ERRCODE_UNDEFINED_COLUMN, format!("version column \"{column}\" does not exist in table {table}")).raise()
+}
+
+pub fn version_column_is_key(table: &str, column: &str) -> ! {
+    error(Code::ERRCODE_INVALID_COLUMN_REFERENCE, format!("version column \"{column}\" of table {table} is part of the conflict key"))
+        .hint("The version must be a column outside the key, such as updated_at.")
+        .raise()
+}
+
+pub fn version_column_unordered(table: &str, column: &str, type_name: &str) -> ! {
+    error(Code::ERRCODE_UNDEFINED_FUNCTION, format!("version column \"{column}\" of table {table} has type {type_name}, which has no ordering"))
+        .hint("Use a type with a default btree operator class, such as bigint, timestamptz or numeric.")
+        .raise()
+}
+
+pub fn version_missing(table: &str, column: &str) -> ! {
+    error(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("version column \"{column}\" of table {table} is missing or null in the row"))
+        .hint("Every row must carry its version.")
+        .raise()
+}
+
+pub fn conflict_column_unknown(table: &str, column: &str) -> ! {
+    error(Code::ERRCODE_UNDEFINED_COLUMN, format!("conflict column \"{column}\" does not exist in table {table}")).raise()
+}
+
+pub fn no_primary_key(table: &str) -> ! {
+    error(Code::ERRCODE_INVALID_COLUMN_REFERENCE, format!("table {table} has no primary key"))
+        .hint("Pass conflict_cols naming the columns of a unique index.")
+        .raise()
+}
+
+pub fn no_unique_index(table: &str, columns: &str) -> ! {
+    error(Code::ERRCODE_INVALID_COLUMN_REFERENCE, format!("no unique index of table {table} has exactly the columns ({columns})"))
+        .hint("conflict_cols must name the columns of a non-partial, non-deferrable unique index or constraint, in any order.")
+        .raise()
+}
+
+pub fn unknown_on_tie(value: &str) -> ! {
+    error(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid on_tie value \"{value}\""))
+        .hint("on_tie is one of 'skip', 'apply', 'error'.")
+        .raise()
+}
+
+pub fn version_tie(table: &str, key: &str) -> ! {
+    error(Code::ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION, format!("row of table {table} with key {key} has the same version and other values"))
+        .detail("on_tie is 'error': a write whose version equals the stored one must carry the same values.")
+        .hint("Give each change a distinct version, or call with on_tie => 'skip' or 'apply'.")
+        .raise()
+}
+
+/// A value that its column's input function refused: keeps PostgreSQL's SQLSTATE and words,
+/// and says which column of which table.
+pub fn invalid_value(table: &str, column: &str, code: Code, cause: &str, detail: Option<&str>) -> ! {
+    let mut e = error(code, format!("invalid value for column \"{column}\" of table {table}: {cause}"));
+    if let Some(d) = detail {
+        e = e.detail(d);
+    }
+    e.raise()
+}

@@ -1,0 +1,45 @@
+//! pg_safeupsert: versioned, race-free upserts for PostgreSQL.
+
+use pgrx::prelude::*;
+
+mod error;
+mod gucs;
+mod upsert;
+
+::pgrx::pg_module_magic!(name, version);
+
+/// Whether the library was loaded by shared_preload_libraries: the statistics' shared memory
+/// and the notification worker can only be set up then.
+static mut PRELOADED: bool = false;
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::register();
+    upsert::plan_cache::register_invalidation_callbacks();
+    // SAFETY: read and written only in this single-threaded process.
+    unsafe {
+        PRELOADED = pg_sys::process_shared_preload_libraries_in_progress;
+    }
+}
+
+/// Raises the documented 55000 error unless the library was preloaded.
+pub fn require_preload() {
+    // SAFETY: see PRELOADED.
+    if !unsafe { PRELOADED } {
+        error::not_preloaded();
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_safeupsert'"]
+    }
+}

@@ -1,0 +1,1 @@
+//! In-server tests: each runs in a transaction that is rolled back.

@@ -1,0 +1,226 @@
+//! Reads what a plan needs from the catalog: the table's name, the sent columns' types and
+//! input functions, the conflict key's unique index, and the operators that order versions.
+//! Runs only when the plan cache misses, so it favours plain SQL over speed.
+
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use super::statement::{KeyCol, OnTie, Shape, VersionCol};
+use crate::error;
+
+/// A sent column: what converting its JSON value needs.
+pub struct ColumnMeta {
+    pub name: String,
+    pub typid: pg_sys::Oid,
+    pub typmod: i32,
+    pub is_array: bool,
+}
+
+/// What a call asks for, before the catalog is consulted.
+pub struct Request<'a> {
+    pub relid: pg_sys::Oid,
+    /// the row's keys, sorted: parameter order
+    pub keys: Vec<&'a str>,
+    pub version_cols: &'a [String],
+    pub conflict_cols: Option<&'a [String]>,
+    pub on_tie: OnTie,
+}
+
+struct Attr {
+    name: String,
+    quoted: String,
+    attnum: i16,
+    typid: pg_sys::Oid,
+    typmod: i32,
+    generated: Option<&'static str>,
+    type_name: String,
+}
+
+/// `schema.table`, quoted where needed: used both in messages and in generated SQL.
+pub fn table_name(client: &SpiClient<'_>, relid: pg_sys::Oid) -> String {
+    client
+        .select(
+            "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid = $1",
+            Some(1),
+            &[relid.into()],
+        )
+        .and_then(|t| t.first().get_one::<String>())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| error::table_missing(relid.to_u32()))
+}
+
+fn attributes(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Vec<Attr> {
+    let rows = client
+        .select(
+            "SELECT a.attname::text, pg_catalog.quote_ident(a.attname), a.attnum, a.atttypid, \
+                    a.atttypmod, a.attgenerated::text, a.attidentity::text, \
+                    pg_catalog.format_type(a.atttypid, a.atttypmod) \
+             FROM pg_catalog.pg_attribute a \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            None,
+            &[relid.into()],
+        )
+        .expect("reading pg_attribute");
+    rows.map(|r| {
+        let generated = match (r.get::<String>(6).ok().flatten(), r.get::<String>(7).ok().flatten()) {
+            (Some(g), _) if g == "s" => Some("a generated column"),
+            (_, Some(i)) if i == "a" => Some("an identity column GENERATED ALWAYS"),
+            _ => None,
+        };
+        Attr {
+            name: r.get::<String>(1).unwrap().unwrap(),
+            quoted: r.get::<String>(2).unwrap().unwrap(),
+            attnum: r.get::<i16>(3).unwrap().unwrap(),
+            typid: r.get::<pg_sys::Oid>(4).unwrap().unwrap(),
+            typmod: r.get::<i32>(5).unwrap().unwrap(),
+            generated,
+            type_name: r.get::<String>(8).unwrap().unwrap(),
+        }
+    })
+    .collect()
+}
+
+/// Unique indexes that `ON CONFLICT (cols)` can use as arbiters: valid, immediate, without
+/// predicate or expressions. Returns (is primary, attnums).
+fn arbiter_indexes(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Vec<(bool, Vec<i16>)> {
+    let rows = client
+        .select(
+            "SELECT i.indisprimary, i.indkey::pg_catalog.int2[] FROM pg_catalog.pg_index i \
+             WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indimmediate \
+               AND i.indpred IS NULL AND i.indexprs IS NULL \
+             ORDER BY i.indisprimary DESC, i.indexrelid",
+            None,
+            &[relid.into()],
+        )
+        .expect("reading pg_index");
+    rows.map(|r| (r.get::<bool>(1).unwrap().unwrap(), r.get::<Vec<i16>>(2).unwrap().unwrap()))
+        .collect()
+}
+
+/// `OPERATOR(schema.op)` for an operator OID.
+fn qualified_operator(client: &SpiClient<'_>, opr: pg_sys::Oid) -> String {
+    client
+        .select(
+            "SELECT 'OPERATOR(' || pg_catalog.quote_ident(n.nspname) || '.' || o.oprname || ')' \
+             FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
+             WHERE o.oid = $1",
+            Some(1),
+            &[opr.into()],
+        )
+        .and_then(|t| t.first().get_one::<String>())
+        .expect("reading pg_operator")
+        .expect("operator exists")
+}
+
+/// The (less-than, equal) operators of a type's default btree ordering, if it has one.
+fn ordering_operators(typid: pg_sys::Oid) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
+    let flags = (pg_sys::TYPECACHE_LT_OPR | pg_sys::TYPECACHE_EQ_OPR) as i32;
+    // SAFETY: the type exists (it is a column's type); the entry lives in the type cache.
+    let entry = unsafe { &*pg_sys::lookup_type_cache(typid, flags) };
+    (entry.lt_opr != pg_sys::InvalidOid && entry.eq_opr != pg_sys::InvalidOid)
+        .then_some((entry.lt_opr, entry.eq_opr))
+}
+
+fn is_array_type(typid: pg_sys::Oid) -> bool {
+    // SAFETY: plain syscache lookups on an existing type.
+    unsafe { pg_sys::get_element_type(pg_sys::getBaseType(typid)) != pg_sys::InvalidOid }
+}
+
+/// Checks the request against the table and returns the statement shape and sent columns.
+/// Every failure here is a caller's mistake and raises its documented error.
+pub fn describe(client: &SpiClient<'_>, req: &Request<'_>) -> (Shape, Vec<ColumnMeta>) {
+    let table = table_name(client, req.relid);
+    let attrs = attributes(client, req.relid);
+    let attr = |name: &str| attrs.iter().find(|a| a.name == name);
+
+    let mut sent = Vec::with_capacity(req.keys.len());
+    for key in &req.keys {
+        let a = attr(key).unwrap_or_else(|| error::unknown_column(&table, key));
+        if let Some(how) = a.generated {
+            error::generated_column(&table, &a.name, how);
+        }
+        sent.push(a);
+    }
+    let position = |attnum: i16| sent.iter().position(|a| a.attnum == attnum);
+
+    let key_attnums = choose_key(client, req, &table, &attrs);
+    let mut key = Vec::with_capacity(key_attnums.len());
+    for attnum in &key_attnums {
+        let a = attrs.iter().find(|a| a.attnum == *attnum).expect("index column exists");
+        let index = position(*attnum).unwrap_or_else(|| error::key_missing(&table, &a.name));
+        let (_, eq) = ordering_operators(a.typid).expect("a unique index column has an equality operator");
+        key.push(KeyCol { index, eq: qualified_operator(client, eq) });
+    }
+
+    let mut versions = Vec::with_capacity(req.version_cols.len());
+    for name in req.version_cols {
+        let a = attr(name).unwrap_or_else(|| error::version_column_unknown(&table, name));
+        if key_attnums.contains(&a.attnum) {
+            error::version_column_is_key(&table, name);
+        }
+        let index = position(a.attnum).unwrap_or_else(|| error::version_missing(&table, name));
+        let (lt, eq) = ordering_operators(a.typid)
+            .unwrap_or_else(|| error::version_column_unordered(&table, name, &a.type_name));
+        versions.push(VersionCol {
+            index,
+            lt: qualified_operator(client, lt),
+            eq: qualified_operator(client, eq),
+        });
+    }
+
+    let shape = Shape {
+        table: table.clone(),
+        columns: sent.iter().map(|a| a.quoted.clone()).collect(),
+        key,
+        versions,
+        on_tie: req.on_tie,
+    };
+    let metas = sent
+        .iter()
+        .map(|a| ColumnMeta {
+            name: a.name.clone(),
+            typid: a.typid,
+            typmod: a.typmod,
+            is_array: is_array_type(a.typid),
+        })
+        .collect();
+    (shape, metas)
+}
+
+/// The attnums of the conflict key: the primary key, or the unique index whose columns are
+/// exactly `conflict_cols`.
+fn choose_key(client: &SpiClient<'_>, req: &Request<'_>, table: &str, attrs: &[Attr]) -> Vec<i16> {
+    let indexes = arbiter_indexes(client, req.relid);
+    match req.conflict_cols {
+        None => indexes
+            .into_iter()
+            .find(|(primary, _)| *primary)
+            .map(|(_, cols)| cols)
+            .unwrap_or_else(|| error::no_primary_key(table)),
+        Some(names) => {
+            let mut wanted: Vec<i16> = names
+                .iter()
+                .map(|n| {
+                    attrs
+                        .iter()
+                        .find(|a| &a.name == n)
+                        .map(|a| a.attnum)
+                        .unwrap_or_else(|| error::conflict_column_unknown(table, n))
+                })
+                .collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            indexes
+                .into_iter()
+                .map(|(_, mut cols)| {
+                    cols.sort_unstable();
+                    cols
+                })
+                .find(|cols| *cols == wanted)
+                .unwrap_or_else(|| error::no_unique_index(table, &names.join(", ")))
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The per-backend plan cache: for each (table, sent columns, version columns, key, on_tie) the
+//! two prepared statements and the sent columns' input functions. Bounded by
+//! `safe_upsert.plan_cache_size`, least recently used out first. Any relcache invalidation of
+//! the table (columns, types, indexes, rename) marks its plans stale, so the next call rebuilds
+//! from the catalog instead of acting on an old shape.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::rc::Rc;
+
+use pgrx::pg_sys;
+use pgrx::spi::SpiClient;
+
+use super::catalog::{self, ColumnMeta, Request};
+use crate::gucs;
+
+/// A sent column, ready to turn JSON text into a Datum.
+pub struct InputColumn {
+    pub meta: ColumnMeta,
+    /// the type's input function, looked up once, living in the plan's memory context
+    pub input: *mut pg_sys::FmgrInfo,
+    pub ioparam: pg_sys::Oid,
+}
+
+pub struct Plan {
+    pub relid: pg_sys::Oid,
+    /// `schema.table`, for messages
+    pub table: String,
+    /// in parameter order
+    pub columns: Vec<InputColumn>,
+    pub key: Vec<usize>,
+    pub versions: Vec<usize>,
+    pub upsert: pg_sys::SPIPlanPtr,
+    pub classify: pg_sys::SPIPlanPtr,
+    memory: pg_sys::MemoryContext,
+    stale: Cell<bool>,
+}
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        // SAFETY: both plans were kept with SPI_keepplan and the context was made for this
+        // plan alone; a Plan is dropped only when no call holds it (it is shared through Rc).
+        unsafe {
+            pg_sys::SPI_freeplan(self.upsert);
+            pg_sys::SPI_freeplan(self.classify);
+            pg_sys::MemoryContextDelete(self.memory);
+        }
+    }
+}
+
+fn prepare(sql: &str, argtypes: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+    let sql = CString::new(sql).expect("generated SQL has no NUL");
+    // SAFETY: called inside an SPI connection; errors in parse analysis raise ERROR.
+    unsafe {
+        let plan = pg_sys::SPI_prepare(sql.as_ptr(), argtypes.len() as i32, argtypes.as_mut_ptr());
+        assert!(!plan.is_null(), "SPI_prepare failed");
+        assert_eq!(pg_sys::SPI_keepplan(plan), 0, "SPI_keepplan failed");
+        plan
+    }
+}
+
+impl Plan {
+    fn build(client: &SpiClient<'_>, req: &Request<'_>) -> Plan {
+        let (shape, metas) = catalog::describe(client, req);
+        let mut argtypes: Vec<pg_sys::Oid> = metas.iter().map(|m| m.typid).collect();
+        let upsert = prepare(&shape.upsert_sql(), &mut argtypes);
+        let classify = prepare(&shape.classify_sql(), &mut argtypes);
+        // SAFETY: a child of CacheMemoryContext, deleted with the plan.
+        let memory = unsafe {
+            pg_sys::AllocSetContextCreateInternal(
+                pg_sys::CacheMemoryContext,
+                c"pg_safeupsert plan".as_ptr(),
+                pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
+                pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
+                pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
+            )
+        };
+        let columns = metas
+            .into_iter()
+            .map(|meta| unsafe {
+                // SAFETY: the type exists; FmgrInfo is allocated in the plan's context.
+                let mut func = pg_sys::InvalidOid;
+                let mut ioparam = pg_sys::InvalidOid;
+                pg_sys::getTypeInputInfo(meta.typid, &mut func, &mut ioparam);
+                let input = pg_sys::MemoryContextAllocZero(memory, size_of::<pg_sys::FmgrInfo>())
+                    as *mut pg_sys::FmgrInfo;
+                pg_sys::fmgr_info_cxt(func, input, memory);
+                InputColumn { meta, input, ioparam }
+            })
+            .collect();
+        Plan {
+            relid: req.relid,
+            table: shape.table.clone(),
+            columns,
+            key: shape.key.iter().map(|k| k.index).collect(),
+            versions: shape.versions.iter().map(|v| v.index).collect(),
+            upsert,
+            classify,
+            memory,
+            stale: Cell::new(false),
+        }
+    }
+}
+
+struct Cache {
+    plans: HashMap<String, (Rc<Plan>, u64)>,
+    clock: u64,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache { plans: HashMap::new(), clock: 0 });
+    /// Set when an invalidation arrived while the cache was borrowed: treat everything as stale.
+    static ALL_STALE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The cache key of a request: every input that changes the generated SQL.
+pub fn cache_key(req: &Request<'_>) -> String {
+    let mut key = format!("{}\u{1}{:?}\u{1}", req.relid.to_u32(), req.on_tie);
+    for part in [req.version_cols, req.conflict_cols.unwrap_or(&[])] {
+        key.push_str(&part.join("\u{2}"));
+        key.push('\u{1}');
+    }
+    key.push_str(&req.keys.join("\u{2}"));
+    key
+}
+
+/// The plan for `req`, from the cache or freshly built. The caller must already hold a lock on
+/// the table, so that pending invalidations for it have been processed.
+pub fn get(client: &SpiClient<'_>, req: &Request<'_>) -> Rc<Plan> {
+    let key = cache_key(req);
+    if ALL_STALE.with(|s| s.replace(false)) {
+        clear();
+    }
+    let found = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        c.clock += 1;
+        let now = c.clock;
+        match c.plans.get_mut(&key) {
+            Some((plan, used)) if !plan.stale.get() => {
+                *used = now;
+                Some(Ok(plan.clone()))
+            }
+            Some(_) => Some(Err(c.plans.remove(&key))),
+            None => None,
+        }
+    });
+    match found {
+        Some(Ok(plan)) => return plan,
+        Some(Err(old)) => drop(old), // freed outside the borrow
+        None => {}
+    }
+    let plan = Rc::new(Plan::build(client, req));
+    let evicted = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let capacity = gucs::PLAN_CACHE_SIZE.get().max(1) as usize;
+        let mut evicted = Vec::new();
+        while c.plans.len() >= capacity {
+            let oldest = c.plans.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => evicted.extend(c.plans.remove(&k)),
+                None => break,
+            }
+        }
+        let now = c.clock;
+        c.plans.insert(key, (plan.clone(), now));
+        evicted
+    });
+    drop(evicted);
+    plan
+}
+
+fn clear() {
+    let old = CACHE.with(|c| std::mem::take(&mut c.borrow_mut().plans));
+    drop(old);
+}
+
+fn mark_stale(relid: pg_sys::Oid) {
+    let marked = CACHE.with(|c| match c.try_borrow() {
+        Ok(c) => {
+            for (plan, _) in c.plans.values() {
+                if relid == pg_sys::InvalidOid || plan.relid == relid {
+                    plan.stale.set(true);
+                }
+            }
+            true
+        }
+        Err(_) => false,
+    });
+    if !marked {
+        ALL_STALE.with(|s| s.set(true));
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    mark_stale(relid);
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_namespace_invalidation(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    // A renamed schema changes the qualified names baked into every statement.
+    mark_stale(pg_sys::InvalidOid);
+}
+
+/// Called from _PG_init in every backend that loads the library.
+pub fn register_invalidation_callbacks() {
+    // SAFETY: registering callbacks is what _PG_init is for; they only touch our own state.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0));
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            Some(on_namespace_invalidation),
+            pg_sys::Datum::from(0),
+        );
+    }
+}
