@@ -13,6 +13,7 @@
 #   cluster.sh status NAME   exit 0 if running (and how to connect), 3 if not
 #   cluster.sh datadir NAME  print the data directory
 #   cluster.sh env NAME      print PGHOST/PGPORT/PGUSER exports, for eval
+#   cluster.sh stop-all      stop every cluster under /tmp/pg_safeupsert
 #
 # The binaries are those of $PG_CONFIG (PostgreSQL 15 by default, see env.sh); a cluster keeps
 # the ones it was created with. Extra conf lines come last, so they override the defaults, e.g.
@@ -23,11 +24,15 @@ cd "$(dirname "$0")/.."
 
 ROOT=${PG_SAFEUPSERT_CLUSTERS:-/tmp/pg_safeupsert}
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0" >&2; exit 2; }
 as_pg() { runuser -u postgres -- "$@"; }
 
 [ $# -ge 1 ] || usage
 cmd=$1; shift
+if [ "$cmd" = stop-all ]; then
+  for d in "$ROOT"/*/data; do [ -d "$d" ] && "$0" stop "$(basename "$(dirname "$d")")"; done
+  exit 0
+fi
 keep=0
 if [ "$cmd" = start ] && [ "${1:-}" = --keep ]; then keep=1; shift; fi
 [ $# -ge 1 ] || usage

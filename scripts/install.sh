@@ -7,5 +7,9 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 
 t0=$SECONDS
+# Copying over the library that running servers have mapped crashes them (cp rewrites the same
+# inode): unlink it first, so they keep the old one until they restart.
+rm -f "$("$PG_CONFIG" --pkglibdir)/pg_safeupsert.so"
 cargo pgrx install --release --pg-config "$PG_CONFIG"
-echo "install: pg_safeupsert into $("$PG_CONFIG" --pkglibdir) ($((SECONDS - t0)) s)"
+echo "install: pg_safeupsert into $("$PG_CONFIG" --pkglibdir) ($((SECONDS - t0)) s);" \
+  "servers already running load it when restarted"
