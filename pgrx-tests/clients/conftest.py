@@ -1,0 +1,128 @@
+"""Fixtures for the client tests: programs talking to a real server, as the users' programs do.
+
+scripts/test-clients.sh runs these against the private test cluster and sets:
+  PGHOST, PGPORT, PGUSER, PGDATABASE  where to connect (a fresh database with the extension)
+  SAFEUPSERT_CLUSTER                   the cluster's name for scripts/cluster.sh
+  SAFEUPSERT_CLUSTER_SH                the path of scripts/cluster.sh
+
+Fixtures:
+  dsn          libpq connection string (for psycopg 3, psycopg2, or other processes)
+  conn         a psycopg 3 connection in autocommit mode, closed after the test
+  connect      connect(**kwargs) -> another psycopg 3 connection, closed after the test
+  db           a schema of its own for the test (dropped after it), first on conn's search_path;
+               db.table("k int primary key, v text, ver int") creates a table in it and
+               returns its qualified name
+  fresh_table  the same as db.table
+  cluster      cluster.restart() (fast shutdown + start), cluster.crash() (kill -9 of a server
+               process: crash recovery), cluster.stop(), cluster.start(); connections made
+               before are broken afterwards: open new ones
+"""
+
+import os
+import re
+import subprocess
+import uuid
+
+import psycopg
+import pytest
+
+
+def _dsn():
+    env = os.environ
+    return "host={} port={} user={} dbname={}".format(
+        env.get("PGHOST", "127.0.0.1"),
+        env.get("PGPORT", "54316"),
+        env.get("PGUSER", "postgres"),
+        env.get("PGDATABASE", "postgres"),
+    )
+
+
+@pytest.fixture(scope="session")
+def dsn():
+    return _dsn()
+
+
+@pytest.fixture
+def connect(dsn):
+    opened = []
+
+    def _connect(autocommit=True, **kwargs):
+        c = psycopg.connect(dsn, autocommit=autocommit, **kwargs)
+        opened.append(c)
+        return c
+
+    yield _connect
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture
+def conn(connect):
+    return connect()
+
+
+class Db:
+    def __init__(self, conn, schema):
+        self.conn = conn
+        self.schema = schema
+        self._n = 0
+
+    def table(self, columns, name=None):
+        """Creates a table with the given column list; returns its qualified, quoted name."""
+        self._n += 1
+        name = name or f"t{self._n}"
+        qualified = f'"{self.schema}"."{name}"'
+        self.conn.execute(f"CREATE TABLE {qualified} ({columns})")
+        return qualified
+
+
+@pytest.fixture
+def db(request, conn, dsn):
+    base = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+    schema = f"{base}_{uuid.uuid4().hex[:8]}"
+    conn.execute(f'CREATE SCHEMA "{schema}"')
+    conn.execute(f"SET search_path = \"{schema}\", public")
+    yield Db(conn, schema)
+    # conn may be gone (a restart or a crash in the test): drop with a connection of our own.
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def fresh_table(db):
+    return db.table
+
+
+class Cluster:
+    def __init__(self, name, script):
+        self.name = name
+        self.script = script
+
+    def _run(self, *args):
+        subprocess.run([self.script, *args], check=True, stdout=subprocess.DEVNULL)
+
+    def restart(self):
+        self._run("restart", self.name)
+
+    def crash(self):
+        self._run("crash", self.name)
+
+    def stop(self):
+        self._run("stop", self.name)
+
+    def start(self):
+        """Starts the stopped cluster again, with its data."""
+        self._run("start", "--keep", self.name, os.environ.get("PGPORT", "54316"))
+
+
+@pytest.fixture
+def cluster():
+    name = os.environ.get("SAFEUPSERT_CLUSTER")
+    script = os.environ.get("SAFEUPSERT_CLUSTER_SH")
+    if not name or not script:
+        pytest.fail("SAFEUPSERT_CLUSTER / SAFEUPSERT_CLUSTER_SH not set (run scripts/test-clients.sh)")
+    c = Cluster(name, script)
+    yield c
+    # leave the server up for the next test, whatever this one did
+    if subprocess.run([script, "status", name], stdout=subprocess.DEVNULL).returncode != 0:
+        c.start()
