@@ -4,6 +4,7 @@ use pgrx::prelude::*;
 
 mod error;
 mod gucs;
+mod stats;
 mod upsert;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -19,6 +20,9 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: read and written only in this single-threaded process.
     unsafe {
         PRELOADED = pg_sys::process_shared_preload_libraries_in_progress;
+    }
+    if unsafe { PRELOADED } {
+        stats::init();
     }
 }
 

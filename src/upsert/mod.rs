@@ -5,7 +5,10 @@ mod json_text;
 pub mod plan_cache;
 pub mod statement;
 
+use std::cell::RefCell;
 use std::ffi::{CStr, CString};
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
 
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
@@ -13,6 +16,7 @@ use pgrx::{AnyArray, JsonB};
 use serde_json::{Map, Value};
 
 use crate::error;
+use crate::stats::{self, Counter, LogRecord};
 use catalog::Request;
 use plan_cache::Plan;
 use statement::OnTie;
@@ -126,22 +130,96 @@ fn call(
     let relid = target.unwrap_or_else(|| error::null_argument("target"));
     let JsonB(row) = row.unwrap_or_else(|| error::null_argument("row"));
     let on_tie = on_tie.unwrap_or("skip");
-    let on_tie = OnTie::parse(on_tie).unwrap_or_else(|| error::unknown_on_tie(on_tie));
     let conflict_cols = conflict_cols.map(|a| name_array(a.datum(), "conflict_cols"));
-    open_table(relid);
-    let request = |keys| Request {
-        relid,
-        keys,
-        version_cols: &version_cols,
-        conflict_cols: conflict_cols.as_deref(),
-        on_tie,
+    let plan: RefCell<Option<Rc<Plan>>> = RefCell::new(None);
+    let work = || {
+        let on_tie = OnTie::parse(on_tie).unwrap_or_else(|| error::unknown_on_tie(on_tie));
+        open_table(relid);
+        Spi::connect(|client| {
+            let row = as_object(client, relid, &row);
+            let req = Request {
+                relid,
+                keys: row.keys().map(String::as_str).collect(),
+                version_cols: &version_cols,
+                conflict_cols: conflict_cols.as_deref(),
+                on_tie,
+            };
+            let found = plan_cache::get(client, &req);
+            *plan.borrow_mut() = Some(found.clone());
+            upsert_row(&found, on_tie, row)
+        })
     };
-    Spi::connect(|client| {
-        let row = as_object(client, relid, &row);
-        let req = request(row.keys().map(String::as_str).collect());
-        let plan = plan_cache::get(client, &req);
-        upsert_row(&plan, on_tie, row)
-    })
+    if !stats::tracking() {
+        return work().0;
+    }
+    // Errors are counted before they propagate: their transaction will not commit.
+    let (outcome, stored_version) = match std::panic::catch_unwind(AssertUnwindSafe(work)) {
+        Ok(done) => done,
+        Err(payload) => {
+            record_failure(relid, payload.downcast_ref::<CaughtError>(), plan.borrow().as_deref(), &row);
+            std::panic::resume_unwind(payload)
+        }
+    };
+    stats::outcome(relid, counter(outcome));
+    if matches!(outcome, safe_upsert_outcome::stale | safe_upsert_outcome::tie) && stats::logging() {
+        if let (Some(plan), Value::Object(row)) = (plan.borrow().as_deref(), &row) {
+            stats::conflict(describe(plan, row, counter(outcome), stored_version));
+        }
+    }
+    outcome
+}
+
+fn counter(outcome: safe_upsert_outcome) -> Counter {
+    match outcome {
+        safe_upsert_outcome::inserted => Counter::Inserted,
+        safe_upsert_outcome::updated => Counter::Updated,
+        safe_upsert_outcome::stale => Counter::Stale,
+        safe_upsert_outcome::duplicate => Counter::Duplicate,
+        safe_upsert_outcome::tie => Counter::Tie,
+    }
+}
+
+/// A conflict as the log shows it: no more than the key, the versions and the (cut) row.
+fn describe(plan: &Plan, row: &Map<String, Value>, kind: Counter, stored_version: Option<String>) -> LogRecord {
+    let pick = |indexes: &[usize]| -> Vec<(String, Value)> {
+        indexes.iter().map(|&i| plan.columns[i].meta.name.clone()).map(|n| (n.clone(), row[&n].clone())).collect()
+    };
+    let versions: Vec<Value> = pick(&plan.versions).into_iter().map(|(_, v)| v).collect();
+    let incoming_version = match versions.as_slice() {
+        [one] => one.to_string(),
+        many => Value::Array(many.to_vec()).to_string(),
+    };
+    LogRecord {
+        relid: plan.relid.to_u32(),
+        kind: kind as u8,
+        key: Value::Object(pick(&plan.key).into_iter().collect()).to_string(),
+        stored_version,
+        incoming_version,
+        incoming_row: stats::cut_row(row, 256, 1024),
+        ..Default::default()
+    }
+}
+
+/// Counts a failed call: unique violations (logged as conflicts too) apart from other errors.
+fn record_failure(relid: pg_sys::Oid, caught: Option<&CaughtError>, plan: Option<&Plan>, row: &Value) {
+    let code = match caught {
+        Some(CaughtError::PostgresError(r)) | Some(CaughtError::ErrorReport(r)) => r.sql_error_code(),
+        _ => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+    };
+    // SAFETY: plain syscache lookup; a missing target is not counted anywhere.
+    if unsafe { pg_sys::get_rel_relkind(relid) } == 0 {
+        return;
+    }
+    if code != PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION {
+        return stats::failed(relid, Counter::Errors, None);
+    }
+    let conflict = match (plan, row) {
+        (Some(plan), Value::Object(row)) if stats::logging() => {
+            Some(describe(plan, row, Counter::UniqueViolations, None))
+        }
+        _ => None,
+    };
+    stats::failed(relid, Counter::UniqueViolations, conflict);
 }
 
 /// Checks that the target is a table we can upsert into and locks it as INSERT would. Taking
@@ -183,7 +261,8 @@ fn as_object<'a>(client: &pgrx::spi::SpiClient<'_>, relid: pg_sys::Oid, row: &'a
 }
 
 /// Converts the row's values with each column's input function and runs the plan.
-fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> safe_upsert_outcome {
+/// Returns the outcome and, when the stored row was kept, its version as JSON text.
+fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (safe_upsert_outcome, Option<String>) {
     let mut values = Vec::with_capacity(plan.columns.len());
     let mut nulls = Vec::with_capacity(plan.columns.len());
     for (i, col) in plan.columns.iter().enumerate() {
@@ -205,24 +284,22 @@ fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> safe_upse
         let rc = pg_sys::SPI_execute_plan(plan.upsert, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
         assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
         if pg_sys::SPI_processed == 1 {
-            return if first_bool(1) == Some(true) {
-                safe_upsert_outcome::inserted
-            } else {
-                safe_upsert_outcome::updated
-            };
+            let inserted = first_bool(1) == Some(true);
+            return (if inserted { safe_upsert_outcome::inserted } else { safe_upsert_outcome::updated }, None);
         }
         let rc = pg_sys::SPI_execute_plan(plan.classify, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
         assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
         if pg_sys::SPI_processed == 0 {
             // The stored row exists (it was locked) but a row-level security policy hides it.
-            return safe_upsert_outcome::stale;
+            return (safe_upsert_outcome::stale, None);
         }
-        match (first_bool(1), first_bool(2)) {
+        let outcome = match (first_bool(1), first_bool(2)) {
             (Some(true), Some(true)) => safe_upsert_outcome::duplicate,
             (Some(true), _) if on_tie == OnTie::Error => error::version_tie(&plan.table, &key_text(plan, row)),
             (Some(true), _) => safe_upsert_outcome::tie,
             _ => safe_upsert_outcome::stale,
-        }
+        };
+        (outcome, first_text(3))
     }
 }
 
@@ -232,6 +309,14 @@ unsafe fn first_bool(n: i32) -> Option<bool> {
     let mut isnull = false;
     let datum = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, n, &mut isnull);
     (!isnull).then(|| datum.value() != 0)
+}
+
+/// Column `n` (1-based) of the first result row, as text.
+unsafe fn first_text(n: i32) -> Option<String> {
+    let table = pg_sys::SPI_tuptable;
+    let mut isnull = false;
+    let datum = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, n, &mut isnull);
+    String::from_datum(datum, isnull)
 }
 
 /// The row's key as JSON, for messages.

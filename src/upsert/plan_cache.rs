@@ -170,6 +170,11 @@ pub fn get(client: &SpiClient<'_>, req: &Request<'_>) -> Rc<Plan> {
     plan
 }
 
+/// Number of cached plans in this backend.
+pub fn len() -> usize {
+    CACHE.with(|c| c.borrow().plans.len())
+}
+
 fn clear() {
     let old = CACHE.with(|c| std::mem::take(&mut c.borrow_mut().plans));
     drop(old);

@@ -131,14 +131,14 @@ impl Shape {
 
     /// Why the write was skipped: reads the stored row, which the skipped `ON CONFLICT DO
     /// UPDATE` has locked, so at READ COMMITTED this statement's fresh snapshot sees the very
-    /// version that was compared. Returns (same version, same values, stored version as jsonb).
+    /// version that was compared. Returns (same version, same values, stored version as JSON text).
     pub fn classify_sql(&self) -> String {
         let param = |i: usize| format!("${}", i + 1);
         let stored_version = if self.versions.len() == 1 {
-            format!("pg_catalog.to_jsonb({})", self.col("s", self.versions[0].index))
+            format!("pg_catalog.to_jsonb({})::pg_catalog.text", self.col("s", self.versions[0].index))
         } else {
             let vs: Vec<String> = self.versions.iter().map(|v| self.col("s", v.index)).collect();
-            format!("pg_catalog.jsonb_build_array({})", vs.join(", "))
+            format!("pg_catalog.jsonb_build_array({})::pg_catalog.text", vs.join(", "))
         };
         let key: Vec<String> = self
             .key
@@ -204,7 +204,7 @@ mod tests {
     fn classify_reads_the_stored_row_by_key() {
         assert_eq!(
             shape(OnTie::Skip, &[0, 2]).classify_sql(),
-            r#"SELECT s."date" OPERATOR(pg_catalog.=) $1 AND s."seq" OPERATOR(pg_catalog.=) $3, ROW(s."date", s."id", s."seq", s."value")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW($1, $2, $3, $4)::pg_catalog.record, pg_catalog.jsonb_build_array(s."date", s."seq") FROM "public"."t" s WHERE s."id" OPERATOR(pg_catalog.=) $2"#
+            r#"SELECT s."date" OPERATOR(pg_catalog.=) $1 AND s."seq" OPERATOR(pg_catalog.=) $3, ROW(s."date", s."id", s."seq", s."value")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW($1, $2, $3, $4)::pg_catalog.record, pg_catalog.jsonb_build_array(s."date", s."seq")::pg_catalog.text FROM "public"."t" s WHERE s."id" OPERATOR(pg_catalog.=) $2"#
         );
     }
 

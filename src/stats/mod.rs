@@ -1,0 +1,226 @@
+//! Conflict statistics and the conflict log: outcomes wait in backend memory until their
+//! transaction commits (dropped if it or their savepoint rolls back), then go to shared memory,
+//! where the views read them. Errors are counted at once, since their transaction aborts.
+
+mod pending;
+mod record;
+mod shmem;
+mod views;
+
+use std::cell::RefCell;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::gucs;
+pub use pending::Counter;
+use pending::Pending;
+pub use record::{cut_row, LogRecord};
+use shmem::Shared;
+
+/// Attached in the postmaster at start (and after a crash), inherited by every backend.
+static mut SHARED: Option<Shared> = None;
+
+thread_local! {
+    static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
+}
+
+const SAVE_FILE: &str = "pg_stat/pg_safeupsert.stat";
+const LOCK_TRANCHE: &std::ffi::CStr = c"pg_safeupsert";
+
+fn shared() -> Option<&'static Shared> {
+    // SAFETY: written only by the startup hook, before any backend exists.
+    unsafe { (*std::ptr::addr_of!(SHARED)).as_ref() }
+}
+
+fn now() -> i64 {
+    // SAFETY: reads the clock.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+/// Whether this call's outcomes should be recorded.
+pub fn tracking() -> bool {
+    gucs::TRACK.get() && shared().is_some()
+}
+
+/// Whether conflicts are logged (and so worth describing).
+pub fn logging() -> bool {
+    tracking() && gucs::CONFLICT_LOG_SIZE.get() > 0
+}
+
+fn subxact() -> u32 {
+    // SAFETY: plain read of transaction state.
+    unsafe { pg_sys::GetCurrentSubTransactionId() }
+}
+
+/// Counts one outcome, published when the transaction commits.
+pub fn outcome(relid: pg_sys::Oid, counter: Counter) {
+    let sub = subxact();
+    PENDING.with(|p| p.borrow_mut().count(sub, relid.to_u32(), counter));
+}
+
+/// A conflict to log when the transaction commits; `conflict` is filled in with who and when.
+pub fn conflict(mut conflict: LogRecord) {
+    stamp(&mut conflict);
+    let sub = subxact();
+    let limit = gucs::CONFLICT_LOG_SIZE.get().max(0) as usize;
+    PENDING.with(|p| p.borrow_mut().conflict(sub, conflict, limit));
+}
+
+fn stamp(c: &mut LogRecord) {
+    // SAFETY: plain reads of this backend's identity.
+    unsafe {
+        c.dbid = pg_sys::MyDatabaseId.to_u32();
+        c.userid = pg_sys::GetUserId().to_u32();
+        c.pid = pg_sys::MyProcPid;
+    }
+    c.occurred_at = now();
+}
+
+/// A failed call: counted now, as its transaction will not commit; a unique violation is
+/// logged too.
+pub fn failed(relid: pg_sys::Oid, counter: Counter, conflict: Option<LogRecord>) {
+    let Some(shared) = shared() else { return };
+    let mut counts = [0u64; pending::COUNTERS];
+    counts[counter as usize] = 1;
+    let now = now();
+    let dbid = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let logged_at = conflict.map(|mut c| {
+        stamp(&mut c);
+        shared.log(&c);
+        c.occurred_at
+    });
+    shared.add(dbid, relid.to_u32(), &counts, logged_at, now);
+}
+
+/// Publishes what the committed transaction did.
+fn publish() {
+    let taken = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        (!p.is_empty()).then(|| p.take())
+    });
+    let (Some((per_table, conflicts)), Some(shared)) = (taken, shared()) else { return };
+    let dbid = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let now = now();
+    for c in &conflicts {
+        shared.log(c);
+    }
+    for (relid, counts) in per_table {
+        let last = conflicts.iter().filter(|c| c.relid == relid).map(|c| c.occurred_at).max();
+        let conflicted = counts[Counter::Stale as usize] + counts[Counter::Tie as usize] > 0;
+        shared.add(dbid, relid, &counts, if conflicted { last.or(Some(now)) } else { None }, now);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    match event {
+        // PREPARE: the backend loses sight of a prepared transaction, so its outcomes count now.
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PREPARE => publish(),
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => PENDING.with(|p| p.borrow_mut().clear()),
+        _ => {}
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    sub: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        PENDING.with(|p| p.borrow_mut().abort_subxact(sub));
+    }
+}
+
+static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
+static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
+
+fn shmem_size() -> usize {
+    shmem::size(gucs::MAX_TABLES.get() as usize, gucs::CONFLICT_LOG_SIZE.get() as usize)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_shmem_request() {
+    if let Some(prev) = PREV_SHMEM_REQUEST {
+        prev();
+    }
+    pg_sys::RequestAddinShmemSpace(shmem_size());
+    pg_sys::RequestNamedLWLockTranche(LOCK_TRANCHE.as_ptr(), 1);
+}
+
+/// PostgreSQL's AddinShmemInitLock, a macro in C: slot 21 of the main LWLock array.
+unsafe fn addin_shmem_init_lock() -> *mut pg_sys::LWLock {
+    &raw mut (*pg_sys::MainLWLockArray.add(21)).lock
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_shmem_startup() {
+    if let Some(prev) = PREV_SHMEM_STARTUP {
+        prev();
+    }
+    pg_sys::LWLockAcquire(addin_shmem_init_lock(), pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let mut found = false;
+    let base = pg_sys::ShmemInitStruct(c"pg_safeupsert stats".as_ptr(), shmem_size(), &mut found);
+    let lock = &mut (*pg_sys::GetNamedLWLockTranche(LOCK_TRANCHE.as_ptr())).lock as *mut pg_sys::LWLock;
+    let shared = Shared::attach(
+        base as *mut u8,
+        !found,
+        gucs::MAX_TABLES.get() as u32,
+        gucs::CONFLICT_LOG_SIZE.get() as u32,
+        lock,
+        now(),
+    );
+    if !found {
+        load(&shared);
+    }
+    SHARED = Some(shared);
+    pg_sys::LWLockRelease(addin_shmem_init_lock());
+    if !pg_sys::IsUnderPostmaster {
+        pg_sys::on_shmem_exit(Some(on_shmem_exit), pg_sys::Datum::from(0));
+    }
+}
+
+/// Loads the file saved at the last clean shutdown, then removes it, so that a crash (which
+/// saves nothing) restarts from zero rather than from an old file.
+fn load(shared: &Shared) {
+    if let Ok(bytes) = std::fs::read(SAVE_FILE) {
+        if gucs::SAVE.get() {
+            match record::Snapshot::decode(&bytes) {
+                Some(snapshot) => shared.restore(snapshot),
+                None => pgrx::log!("pg_safeupsert: ignoring unreadable statistics file \"{SAVE_FILE}\""),
+            }
+        }
+    }
+    let _ = std::fs::remove_file(SAVE_FILE);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_shmem_exit(code: i32, _arg: pg_sys::Datum) {
+    // Only a clean shutdown saves: code is non-zero when the postmaster resets after a crash.
+    if code != 0 || !gucs::SAVE.get() {
+        return;
+    }
+    let Some(shared) = shared() else { return };
+    let tmp = format!("{SAVE_FILE}.tmp");
+    let written = std::fs::write(&tmp, shared.snapshot().encode()).and_then(|_| std::fs::rename(&tmp, SAVE_FILE));
+    if let Err(e) = written {
+        pgrx::log!("pg_safeupsert: could not save statistics to \"{SAVE_FILE}\": {e}");
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// Called from _PG_init when the library is preloaded.
+pub fn init() {
+    // SAFETY: _PG_init runs once, in the postmaster, before any other use of these.
+    unsafe {
+        PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(on_shmem_request);
+        PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(on_shmem_startup);
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+    }
+}

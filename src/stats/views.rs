@@ -1,0 +1,184 @@
+//! The functions behind the views, and the views themselves.
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::Value;
+
+use super::{now, pending::Counter, shared, shmem};
+use crate::gucs;
+
+fn timestamp(us: i64) -> Option<TimestampWithTimeZone> {
+    (us != 0).then(|| TimestampWithTimeZone::try_from(us).ok()).flatten()
+}
+
+fn my_database() -> u32 {
+    // SAFETY: plain read of this backend's database.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+fn table_exists(relid: u32) -> bool {
+    // SAFETY: plain syscache lookup.
+    unsafe { pg_sys::get_rel_relkind(pg_sys::Oid::from(relid)) != 0 }
+}
+
+fn may_select(relid: u32) -> bool {
+    let mut missing = false;
+    // SAFETY: a missing table reports through `missing` instead of raising.
+    let result = unsafe {
+        pg_sys::pg_class_aclcheck_ext(pg_sys::Oid::from(relid), pg_sys::GetUserId(), pg_sys::ACL_SELECT as _, &mut missing)
+    };
+    !missing && result == pg_sys::AclResult::ACLCHECK_OK
+}
+
+/// Stored texts are JSON unless a cut broke them; those are shown as a JSON string.
+fn json(text: &str) -> JsonB {
+    JsonB(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
+}
+
+pub fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        k if k == Counter::Stale as u8 => "stale",
+        k if k == Counter::Tie as u8 => "tie",
+        _ => "unique_violation",
+    }
+}
+
+#[pg_extern(volatile, parallel_safe)]
+fn safe_upsert_stats_data() -> TableIterator<
+    'static,
+    (
+        name!(relid, pg_sys::Oid),
+        name!(inserted, i64),
+        name!(updated, i64),
+        name!(stale, i64),
+        name!(duplicate, i64),
+        name!(tie, i64),
+        name!(unique_violations, i64),
+        name!(errors, i64),
+        name!(last_conflict_at, Option<TimestampWithTimeZone>),
+        name!(stats_reset, Option<TimestampWithTimeZone>),
+    ),
+> {
+    crate::require_preload();
+    let shared = shared().expect("preloaded");
+    let dbid = my_database();
+    let (live, dropped): (Vec<_>, Vec<_>) = shared.tables(Some(dbid)).into_iter().partition(|t| table_exists(t.relid));
+    if !dropped.is_empty() {
+        shared.forget(dbid, &dropped.iter().map(|t| t.relid).collect::<Vec<_>>());
+    }
+    TableIterator::new(live.into_iter().map(|t| {
+        let c = t.counts.map(|n| n as i64);
+        (pg_sys::Oid::from(t.relid), c[0], c[1], c[2], c[3], c[4], c[5], c[6], timestamp(t.last_conflict_at), timestamp(t.stats_reset))
+    }))
+}
+
+#[pg_extern(volatile, parallel_safe)]
+fn safe_upsert_conflicts_data() -> TableIterator<
+    'static,
+    (
+        name!(id, i64),
+        name!(occurred_at, Option<TimestampWithTimeZone>),
+        name!(relid, pg_sys::Oid),
+        name!(kind, &'static str),
+        name!(key, JsonB),
+        name!(stored_version, Option<JsonB>),
+        name!(incoming_version, JsonB),
+        name!(incoming_row, JsonB),
+        name!(pid, i32),
+        name!(userid, pg_sys::Oid),
+    ),
+> {
+    crate::require_preload();
+    let dbid = my_database();
+    let rows = shared().expect("preloaded").conflicts(|d, relid| d == dbid && may_select(relid));
+    TableIterator::new(rows.into_iter().map(|c| {
+        (
+            c.id as i64,
+            timestamp(c.occurred_at),
+            pg_sys::Oid::from(c.relid),
+            kind_name(c.kind),
+            json(&c.key),
+            c.stored_version.as_deref().map(json),
+            json(&c.incoming_version),
+            json(&c.incoming_row),
+            c.pid,
+            pg_sys::Oid::from(c.userid),
+        )
+    }))
+}
+
+#[pg_extern(volatile, parallel_safe)]
+fn safe_upsert_info_data() -> TableIterator<
+    'static,
+    (
+        name!(tables_tracked, i64),
+        name!(max_tables, i32),
+        name!(tables_evicted, i64),
+        name!(conflict_log_size, i32),
+        name!(conflicts_logged, i64),
+        name!(stats_reset, Option<TimestampWithTimeZone>),
+        name!(shared_memory_bytes, i64),
+        name!(plan_cache_entries, i32),
+        name!(plan_cache_size, i32),
+        name!(track, bool),
+        name!(save, bool),
+    ),
+> {
+    crate::require_preload();
+    let s = shared().expect("preloaded");
+    let h = s.header;
+    let row = (
+        s.tables_in_use() as i64,
+        h.max_tables as i32,
+        h.evicted.load(std::sync::atomic::Ordering::Relaxed) as i64,
+        h.log_size as i32,
+        s.conflicts_logged() as i64,
+        timestamp(h.stats_reset.load(std::sync::atomic::Ordering::Relaxed)),
+        shmem::size(h.max_tables as usize, h.log_size as usize) as i64,
+        crate::upsert::plan_cache::len() as i32,
+        gucs::PLAN_CACHE_SIZE.get(),
+        gucs::TRACK.get(),
+        gucs::SAVE.get(),
+    );
+    TableIterator::once(row)
+}
+
+#[pg_extern(sql = false)]
+fn safe_upsert_stats_reset(target: Option<pg_sys::Oid>) {
+    crate::require_preload();
+    shared().expect("preloaded").reset(my_database(), target.map(|t| t.to_u32()), now());
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION safe_upsert_stats_reset(target regclass DEFAULT NULL) RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'safe_upsert_stats_reset_wrapper';
+COMMENT ON FUNCTION safe_upsert_stats_reset(regclass) IS
+  'Zero the counters of one table, or of every table of the current database.';
+REVOKE ALL ON FUNCTION safe_upsert_stats_reset(regclass) FROM PUBLIC;
+
+CREATE VIEW safe_upsert_stats AS
+  SELECT s.relid, n.nspname AS schemaname, c.relname,
+         s.inserted, s.updated, s.stale, s.duplicate, s.tie,
+         s.unique_violations, s.errors, s.last_conflict_at, s.stats_reset
+  FROM safe_upsert_stats_data() s
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.relid
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace;
+COMMENT ON VIEW safe_upsert_stats IS 'Outcomes of safe_upsert per table of the current database, counted at commit.';
+
+CREATE VIEW safe_upsert_conflicts AS
+  SELECT l.id, l.occurred_at, l.relid, n.nspname AS schemaname, c.relname, l.kind, l.key,
+         l.stored_version, l.incoming_version, l.incoming_row, l.pid,
+         pg_catalog.pg_get_userbyid(l.userid) AS usename
+  FROM safe_upsert_conflicts_data() l
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) l.relid
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+  ORDER BY l.id;
+CREATE VIEW safe_upsert_info AS SELECT * FROM safe_upsert_info_data();
+COMMENT ON VIEW safe_upsert_info IS 'Capacity and use of pg_safeupsert''s shared memory and this backend''s plan cache.';
+
+COMMENT ON VIEW safe_upsert_conflicts IS 'Recent committed conflicts on tables of the current database that the role may SELECT, oldest first.';
+"#,
+    name = "stats_views",
+    requires = [safe_upsert_stats_data, safe_upsert_conflicts_data, safe_upsert_info_data],
+);
