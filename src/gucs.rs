@@ -1,6 +1,8 @@
 //! Every setting of pg_safeupsert, in one place. README's GUC table mirrors this file.
 
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
 /// Prepared plans kept per backend (each a table + column set + options).
 pub static PLAN_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(64);
@@ -12,6 +14,23 @@ pub static CONFLICT_LOG_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static TRACK: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// Whether statistics are saved at clean shutdown and loaded at start.
 pub static SAVE: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// Whether committed conflicts are sent as NOTIFY.
+pub static NOTIFY: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// The NOTIFY channel.
+pub static NOTIFY_CHANNEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"safe_upsert"));
+/// What a notification carries.
+pub static NOTIFY_PAYLOAD: GucSetting<Payload> = GucSetting::<Payload>::new(Payload::Minimal);
+/// Events each database can have waiting for its notifier.
+pub static QUEUE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Payload {
+    #[name = c"minimal"]
+    Minimal,
+    #[name = c"full"]
+    Full,
+}
 
 pub fn register() {
     GucRegistry::define_int_guc(
@@ -58,6 +77,40 @@ pub fn register() {
         c"",
         &SAVE,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"safe_upsert.notify",
+        c"Sends committed conflicts as NOTIFY from a background worker.",
+        c"",
+        &NOTIFY,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"safe_upsert.notify_channel",
+        c"The channel conflict notifications are sent on.",
+        c"",
+        &NOTIFY_CHANNEL,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"safe_upsert.notify_payload",
+        c"What a conflict notification carries: minimal (no row data) or full (adds key and versions).",
+        c"LISTEN needs no privilege: use full only where every listener may read the tables.",
+        &NOTIFY_PAYLOAD,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"safe_upsert.queue_size",
+        c"Conflict events each database can have waiting for its notifier; more are dropped and counted.",
+        c"",
+        &QUEUE_SIZE,
+        16,
+        1_000_000,
+        GucContext::Postmaster,
         GucFlags::default(),
     );
 }

@@ -4,6 +4,8 @@ use pgrx::prelude::*;
 
 mod error;
 mod gucs;
+mod notify;
+mod shared_memory;
 mod stats;
 mod upsert;
 
@@ -22,7 +24,9 @@ pub extern "C-unwind" fn _PG_init() {
         PRELOADED = pg_sys::process_shared_preload_libraries_in_progress;
     }
     if unsafe { PRELOADED } {
+        shared_memory::init();
         stats::init();
+        notify::register_launcher();
     }
 }
 
@@ -35,7 +39,6 @@ pub fn require_preload() {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
 mod tests;
 
 /// Required by `cargo pgrx test`.

@@ -13,6 +13,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::gucs;
+use crate::notify::queue::Event;
 pub use pending::Counter;
 use pending::Pending;
 pub use record::{cut_row, LogRecord};
@@ -26,7 +27,6 @@ thread_local! {
 }
 
 const SAVE_FILE: &str = "pg_stat/pg_safeupsert.stat";
-const LOCK_TRANCHE: &std::ffi::CStr = c"pg_safeupsert";
 
 fn shared() -> Option<&'static Shared> {
     // SAFETY: written only by the startup hook, before any backend exists.
@@ -102,14 +102,27 @@ fn publish() {
     let (Some((per_table, conflicts)), Some(shared)) = (taken, shared()) else { return };
     let dbid = unsafe { pg_sys::MyDatabaseId }.to_u32();
     let now = now();
+    let mut events: Vec<Event> = Vec::new();
+    for (relid, counts) in &per_table {
+        for kind in [Counter::Stale, Counter::Tie] {
+            if counts[kind as usize] > 0 {
+                events.push(Event { relid: *relid, kind: kind as u8, count: counts[kind as usize], first_id: 0, last_id: 0 });
+            }
+        }
+    }
     for c in &conflicts {
-        shared.log(c);
+        let id = shared.log(c);
+        if let Some(e) = events.iter_mut().find(|e| e.relid == c.relid && e.kind == c.kind) {
+            e.first_id = if e.first_id == 0 { id } else { e.first_id.min(id) };
+            e.last_id = e.last_id.max(id);
+        }
     }
     for (relid, counts) in per_table {
         let last = conflicts.iter().filter(|c| c.relid == relid).map(|c| c.occurred_at).max();
         let conflicted = counts[Counter::Stale as usize] + counts[Counter::Tie as usize] > 0;
         shared.add(dbid, relid, &counts, if conflicted { last.or(Some(now)) } else { None }, now);
     }
+    crate::notify::committed(dbid, &events);
 }
 
 #[pg_guard]
@@ -135,52 +148,18 @@ unsafe extern "C-unwind" fn on_subxact(
     }
 }
 
-static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
-static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
-
-fn shmem_size() -> usize {
+pub fn shmem_size() -> usize {
     shmem::size(gucs::MAX_TABLES.get() as usize, gucs::CONFLICT_LOG_SIZE.get() as usize)
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn on_shmem_request() {
-    if let Some(prev) = PREV_SHMEM_REQUEST {
-        prev();
-    }
-    pg_sys::RequestAddinShmemSpace(shmem_size());
-    pg_sys::RequestNamedLWLockTranche(LOCK_TRANCHE.as_ptr(), 1);
-}
-
-/// PostgreSQL's AddinShmemInitLock, a macro in C: slot 21 of the main LWLock array.
-unsafe fn addin_shmem_init_lock() -> *mut pg_sys::LWLock {
-    &raw mut (*pg_sys::MainLWLockArray.add(21)).lock
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn on_shmem_startup() {
-    if let Some(prev) = PREV_SHMEM_STARTUP {
-        prev();
-    }
-    pg_sys::LWLockAcquire(addin_shmem_init_lock(), pg_sys::LWLockMode::LW_EXCLUSIVE);
-    let mut found = false;
-    let base = pg_sys::ShmemInitStruct(c"pg_safeupsert stats".as_ptr(), shmem_size(), &mut found);
-    let lock = &mut (*pg_sys::GetNamedLWLockTranche(LOCK_TRANCHE.as_ptr())).lock as *mut pg_sys::LWLock;
-    let shared = Shared::attach(
-        base as *mut u8,
-        !found,
-        gucs::MAX_TABLES.get() as u32,
-        gucs::CONFLICT_LOG_SIZE.get() as u32,
-        lock,
-        now(),
-    );
-    if !found {
+/// # Safety
+/// Called from the shared memory startup hook with memory of `shmem_size()` bytes.
+pub unsafe fn attach(base: *mut u8, fresh: bool, lock: *mut pg_sys::LWLock) {
+    let shared = Shared::attach(base, fresh, gucs::MAX_TABLES.get() as u32, gucs::CONFLICT_LOG_SIZE.get() as u32, lock, now());
+    if fresh {
         load(&shared);
     }
     SHARED = Some(shared);
-    pg_sys::LWLockRelease(addin_shmem_init_lock());
-    if !pg_sys::IsUnderPostmaster {
-        pg_sys::on_shmem_exit(Some(on_shmem_exit), pg_sys::Datum::from(0));
-    }
 }
 
 /// Loads the file saved at the last clean shutdown, then removes it, so that a crash (which
@@ -197,9 +176,9 @@ fn load(shared: &Shared) {
     let _ = std::fs::remove_file(SAVE_FILE);
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn on_shmem_exit(code: i32, _arg: pg_sys::Datum) {
-    // Only a clean shutdown saves: code is non-zero when the postmaster resets after a crash.
+/// Saves statistics and the log at the postmaster's exit; `code` is non-zero when it resets
+/// shared memory after a crash, which saves nothing.
+pub fn save(code: i32) {
     if code != 0 || !gucs::SAVE.get() {
         return;
     }
@@ -214,13 +193,16 @@ unsafe extern "C-unwind" fn on_shmem_exit(code: i32, _arg: pg_sys::Datum) {
 
 /// Called from _PG_init when the library is preloaded.
 pub fn init() {
-    // SAFETY: _PG_init runs once, in the postmaster, before any other use of these.
+    // SAFETY: _PG_init runs once, in the postmaster; the list is inherited by every backend.
     unsafe {
-        PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(on_shmem_request);
-        PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
-        pg_sys::shmem_startup_hook = Some(on_shmem_startup);
         pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
     }
 }
+
+/// A logged conflict, if the log still holds it.
+pub fn conflict_by_id(id: u64) -> Option<LogRecord> {
+    shared()?.conflict_by_id(id)
+}
+
+pub use views::kind_name;

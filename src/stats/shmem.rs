@@ -263,6 +263,14 @@ impl Shared {
         out
     }
 
+    /// Conflict `id`, if its slot still holds it.
+    pub fn conflict_by_id(&self, id: u64) -> Option<LogRecord> {
+        if self.log.is_empty() {
+            return None;
+        }
+        read_slot(&self.log[(id % self.log.len() as u64) as usize]).filter(|c| c.id == id)
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             next_id: self.header.next_id.load(Relaxed),

@@ -122,11 +122,20 @@ fn safe_upsert_info_data() -> TableIterator<
         name!(plan_cache_size, i32),
         name!(track, bool),
         name!(save, bool),
+        name!(notify_events_queued, i64),
+        name!(notify_events_pending, i64),
+        name!(notify_events_dropped, i64),
+        name!(notifications_sent, i64),
+        name!(last_notification_at, Option<TimestampWithTimeZone>),
+        name!(notify_workers, i32),
     ),
 > {
     crate::require_preload();
     let s = shared().expect("preloaded");
     let h = s.header;
+    let q = crate::notify::queue().expect("preloaded");
+    let (pending, workers) = q.pending_and_workers();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed) as i64;
     let row = (
         s.tables_in_use() as i64,
         h.max_tables as i32,
@@ -134,11 +143,17 @@ fn safe_upsert_info_data() -> TableIterator<
         h.log_size as i32,
         s.conflicts_logged() as i64,
         timestamp(h.stats_reset.load(std::sync::atomic::Ordering::Relaxed)),
-        shmem::size(h.max_tables as usize, h.log_size as usize) as i64,
+        (shmem::size(h.max_tables as usize, h.log_size as usize) + crate::notify::shmem_size()) as i64,
         crate::upsert::plan_cache::len() as i32,
         gucs::PLAN_CACHE_SIZE.get(),
         gucs::TRACK.get(),
         gucs::SAVE.get(),
+        load(&q.header.queued),
+        pending as i64,
+        load(&q.header.dropped),
+        load(&q.header.sent),
+        timestamp(q.header.last_sent_at.load(std::sync::atomic::Ordering::Relaxed)),
+        workers as i32,
     );
     TableIterator::once(row)
 }
@@ -175,7 +190,7 @@ CREATE VIEW safe_upsert_conflicts AS
   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
   ORDER BY l.id;
 CREATE VIEW safe_upsert_info AS SELECT * FROM safe_upsert_info_data();
-COMMENT ON VIEW safe_upsert_info IS 'Capacity and use of pg_safeupsert''s shared memory and this backend''s plan cache.';
+COMMENT ON VIEW safe_upsert_info IS 'Capacity and use of pg_safeupsert''s shared memory, its notification pipeline, and this backend''s plan cache.';
 
 COMMENT ON VIEW safe_upsert_conflicts IS 'Recent committed conflicts on tables of the current database that the role may SELECT, oldest first.';
 "#,

@@ -1,0 +1,193 @@
+//! The launcher, a worker connected to no database that starts with the server, and the
+//! notifiers it starts: one per database that has events queued, which sends them and leaves
+//! after a second without work, so that it never holds up DROP DATABASE for long.
+
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker, SignalWakeFlags};
+use pgrx::prelude::*;
+
+use super::payload::{self, Detail, Notice};
+use super::queue::{merge, Batch, Queue};
+use crate::gucs::{self, Payload};
+use crate::stats;
+
+/// How long a notifier waits for more events before it disconnects.
+const LINGER: Duration = Duration::from_secs(1);
+/// How often the launcher looks for databases left without a notifier.
+const LAUNCHER_NAP: Duration = Duration::from_millis(500);
+/// Events one notifier transaction sends at most.
+const BATCH: usize = 10_000;
+
+pub fn register_launcher() {
+    BackgroundWorkerBuilder::new("pg_safeupsert launcher")
+        .set_type("pg_safeupsert launcher")
+        .set_library("pg_safeupsert")
+        .set_function("pg_safeupsert_launcher_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(1)))
+        .load();
+}
+
+fn my_latch() -> *mut pg_sys::Latch {
+    // SAFETY: MyProc is set up for every worker with shared memory access.
+    unsafe { &raw mut (*pg_sys::MyProc).procLatch }
+}
+
+fn reload_config_if_asked() {
+    if BackgroundWorker::sighup_received() {
+        // SAFETY: the documented way for a worker to apply a reload.
+        unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+    }
+}
+
+fn queue() -> &'static Queue {
+    super::queue().expect("pg_safeupsert is preloaded")
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn pg_safeupsert_launcher_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // No database: this only makes the launcher visible in pg_stat_activity.
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    let q = queue();
+    q.register_launcher(my_latch());
+    let mut started: Vec<(u32, DynamicBackgroundWorker)> = Vec::new();
+    loop {
+        reload_config_if_asked();
+        // Forget notifiers that have stopped; one that never attached frees its request.
+        started.retain(|(dbid, w)| match w.pid() {
+            Ok(_) => true,
+            Err(pgrx::bgworkers::BackgroundWorkerStatus::NotYetStarted) => true,
+            Err(_) => {
+                q.start_failed(*dbid);
+                false
+            }
+        });
+        for orphan in q.orphans() {
+            match start_notifier(orphan.dbid) {
+                Some(w) => started.push((orphan.dbid, w)),
+                None => q.start_failed(orphan.dbid),
+            }
+        }
+        if !BackgroundWorker::wait_latch(Some(LAUNCHER_NAP)) {
+            break;
+        }
+    }
+    // Exit code 1 has the postmaster start the launcher again after SIGTERM (it does not at
+    // shutdown); queued events wait in shared memory meanwhile.
+    unsafe { pg_sys::proc_exit(1) };
+}
+
+fn start_notifier(dbid: u32) -> Option<DynamicBackgroundWorker> {
+    BackgroundWorkerBuilder::new("pg_safeupsert notifier")
+        .set_type("pg_safeupsert notifier")
+        .set_library("pg_safeupsert")
+        .set_function("pg_safeupsert_notifier_main")
+        .enable_spi_access()
+        .set_argument(Some(pg_sys::Datum::from(dbid)))
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .set_restart_time(None)
+        .load_dynamic()
+        .ok()
+}
+
+static mut CONNECTED: bool = false;
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_notifier_exit(_code: i32, arg: pg_sys::Datum) {
+    // A notifier that could not connect (its database was dropped) takes the events with it.
+    queue().detach_worker(arg.value() as u32, pg_sys::MyProcPid, !CONNECTED);
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn pg_safeupsert_notifier_main(arg: pg_sys::Datum) {
+    let dbid = arg.value() as u32;
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    unsafe { pg_sys::before_shmem_exit(Some(on_notifier_exit), arg) };
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(dbid)), None);
+    unsafe { CONNECTED = true };
+    let q = queue();
+    if !q.attach_worker(dbid, unsafe { pg_sys::MyProcPid }, my_latch()) {
+        return;
+    }
+    let mut idle_since = Instant::now();
+    loop {
+        reload_config_if_asked();
+        let batch = q.peek(dbid, BATCH);
+        if batch.events.is_empty() && batch.dropped == 0 {
+            let idle = idle_since.elapsed();
+            if idle >= LINGER || !BackgroundWorker::wait_latch(Some(LINGER - idle)) {
+                break;
+            }
+            continue;
+        }
+        let sent = if gucs::NOTIFY.get() { send(&batch) } else { 0 };
+        q.consume(dbid, &batch, unsafe { pg_sys::GetCurrentTimestamp() });
+        q.header.sent.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+        idle_since = Instant::now();
+    }
+}
+
+/// One notification per (table, kind) in the batch, plus one for overflow; all in one
+/// transaction. Returns how many were sent.
+fn send(batch: &Batch) -> u64 {
+    let channel = gucs::NOTIFY_CHANNEL.get().and_then(|c| c.into_string().ok()).unwrap_or_else(|| "safe_upsert".into());
+    let full = gucs::NOTIFY_PAYLOAD.get() == Payload::Full;
+    let dropped = batch.dropped;
+    let merged = merge(&batch.events);
+    BackgroundWorker::transaction(move || {
+        Spi::connect(|client| {
+            let database: String = client
+                .select("SELECT pg_catalog.current_database()::text", Some(1), &[])
+                .and_then(|t| t.first().get_one())
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let notify = |text: String| {
+                client
+                    .select("SELECT pg_catalog.pg_notify($1, $2)", None, &[channel.as_str().into(), text.as_str().into()])
+                    .expect("pg_notify");
+            };
+            let mut sent = 0;
+            for e in &merged {
+                let table: Option<String> = client
+                    .select(
+                        "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
+                         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE c.oid = $1",
+                        Some(1),
+                        &[pg_sys::Oid::from(e.relid).into()],
+                    )
+                    .and_then(|t| t.first().get_one())
+                    .ok()
+                    .flatten();
+                let Some(table) = table else { continue }; // dropped since
+                let logged = (full && e.count == 1 && e.first_id != 0).then(|| stats::conflict_by_id(e.first_id)).flatten();
+                let notice = Notice {
+                    database: &database,
+                    table: &table,
+                    kind: stats::kind_name(e.kind),
+                    count: e.count,
+                    first_id: (e.first_id != 0).then_some(e.first_id),
+                    last_id: (e.last_id != 0).then_some(e.last_id),
+                    detail: logged.as_ref().map(|c| Detail {
+                        key: &c.key,
+                        stored_version: c.stored_version.as_deref(),
+                        incoming_version: &c.incoming_version,
+                    }),
+                };
+                notify(notice.to_json());
+                sent += 1;
+            }
+            if dropped > 0 {
+                notify(payload::overflow(&database, dropped));
+                sent += 1;
+            }
+            sent
+        })
+    })
+}
