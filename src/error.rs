@@ -1,7 +1,9 @@
 //! Every error a caller can cause, in one place: its SQLSTATE, a message naming the table and
 //! column at fault, and a detail or hint where one helps. README's error table mirrors this file.
 
-use pgrx::pg_sys::panic::ErrorReport;
+use std::any::Any;
+
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport, ErrorReportWithLevel};
 use pgrx::{PgLogLevel, PgSqlErrorCode as Code};
 
 struct Error {
@@ -61,6 +63,18 @@ pub fn not_a_table(table: &str, kind: &str) -> ! {
 pub fn row_not_object(table: &str, found: &str) -> ! {
     error(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("row for table {table} must be a JSON object, not {found}"))
         .hint("Pass one object whose keys are column names, e.g. '{\"id\": 1, \"version\": 2}'.")
+        .raise()
+}
+
+pub fn rows_not_array(table: &str) -> ! {
+    error(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("rows for table {table} must be a JSON array of objects"))
+        .hint("Pass e.g. '[{\"id\": 1, \"version\": 2}, {\"id\": 2, \"version\": 1}]'.")
+        .raise()
+}
+
+pub fn no_array_type(table: &str, column: &str) -> ! {
+    error(Code::ERRCODE_FEATURE_NOT_SUPPORTED, format!("column \"{column}\" of table {table} has a type without an array type"))
+        .hint("safe_upsert_many passes each column as an array; use safe_upsert for this table.")
         .raise()
 }
 
@@ -147,5 +161,23 @@ pub fn invalid_value(table: &str, column: &str, code: Code, cause: &str, detail:
     if let Some(d) = detail {
         e = e.detail(d);
     }
+    e.raise()
+}
+
+/// The PostgreSQL error carried by a panic payload, whether it came from PostgreSQL itself or
+/// from one of the errors above; None for a Rust panic.
+pub fn caught(payload: &(dyn Any + Send)) -> Option<&ErrorReportWithLevel> {
+    match payload.downcast_ref::<CaughtError>() {
+        Some(CaughtError::PostgresError(r)) | Some(CaughtError::ErrorReport(r)) => Some(r),
+        Some(CaughtError::RustPanic { .. }) => None,
+        None => payload.downcast_ref::<ErrorReportWithLevel>(),
+    }
+}
+
+/// Raises `report` again with `prefix` before its message, keeping SQLSTATE, detail and hint.
+pub fn reraise_with_prefix(report: &ErrorReportWithLevel, prefix: &str) -> ! {
+    let mut e = error(report.sql_error_code(), format!("{prefix}{}", report.message()));
+    e.detail = report.detail().map(str::to_string);
+    e.hint = report.hint().map(str::to_string);
     e.raise()
 }

@@ -4,7 +4,7 @@
 //! the table (columns, types, indexes, rename) marks its plans stale, so the next call rebuilds
 //! from the catalog instead of acting on an old shape.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::rc::Rc;
@@ -13,6 +13,7 @@ use pgrx::pg_sys;
 use pgrx::spi::SpiClient;
 
 use super::catalog::{self, ColumnMeta, Request};
+use super::statement::Shape;
 use crate::gucs;
 
 /// A sent column, ready to turn JSON text into a Datum.
@@ -23,8 +24,17 @@ pub struct InputColumn {
     pub ioparam: pg_sys::Oid,
 }
 
+/// The batch statements of a plan, prepared on the first batch call.
+pub struct BatchPlan {
+    pub upsert: pg_sys::SPIPlanPtr,
+    pub classify: pg_sys::SPIPlanPtr,
+    /// per sent column: (array type, element length, by value, alignment)
+    pub arrays: Vec<(pg_sys::Oid, i16, bool, std::ffi::c_char)>,
+}
+
 pub struct Plan {
     pub relid: pg_sys::Oid,
+    pub shape: Shape,
     /// `schema.table`, for messages
     pub table: String,
     /// in parameter order
@@ -33,6 +43,7 @@ pub struct Plan {
     pub versions: Vec<usize>,
     pub upsert: pg_sys::SPIPlanPtr,
     pub classify: pg_sys::SPIPlanPtr,
+    pub batch: OnceCell<BatchPlan>,
     memory: pg_sys::MemoryContext,
     stale: Cell<bool>,
 }
@@ -44,12 +55,16 @@ impl Drop for Plan {
         unsafe {
             pg_sys::SPI_freeplan(self.upsert);
             pg_sys::SPI_freeplan(self.classify);
+            if let Some(b) = self.batch.get() {
+                pg_sys::SPI_freeplan(b.upsert);
+                pg_sys::SPI_freeplan(b.classify);
+            }
             pg_sys::MemoryContextDelete(self.memory);
         }
     }
 }
 
-fn prepare(sql: &str, argtypes: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+pub fn prepare(sql: &str, argtypes: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
     let sql = CString::new(sql).expect("generated SQL has no NUL");
     // SAFETY: called inside an SPI connection; errors in parse analysis raise ERROR.
     unsafe {
@@ -95,8 +110,10 @@ impl Plan {
             columns,
             key: shape.key.iter().map(|k| k.index).collect(),
             versions: shape.versions.iter().map(|v| v.index).collect(),
+            shape,
             upsert,
             classify,
+            batch: OnceCell::new(),
             memory,
             stale: Cell::new(false),
         }

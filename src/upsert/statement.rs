@@ -55,9 +55,58 @@ pub struct Shape {
     pub on_tie: OnTie,
 }
 
+/// Column names the batch statements add to the sent columns; the prefix keeps them apart from
+/// any table column a user would choose.
+const ORD: &str = r#""pg_safeupsert_ord""#;
+const RANK: &str = r#""pg_safeupsert_rank""#;
+const INSERTED: &str = r#""pg_safeupsert_inserted""#;
+
 impl Shape {
     fn col(&self, prefix: &str, i: usize) -> String {
         format!("{prefix}.{}", self.columns[i])
+    }
+
+    /// The key columns of `a` equal those of `b`.
+    fn key_eq(&self, a: &str, b: &str) -> String {
+        let eqs: Vec<String> =
+            self.key.iter().map(|k| format!("{} {} {}", self.col(a, k.index), k.eq, self.col(b, k.index))).collect();
+        eqs.join(" AND ")
+    }
+
+    /// The stored version of row `p` as JSON text.
+    fn version_json(&self, p: &str) -> String {
+        if self.versions.len() == 1 {
+            format!("pg_catalog.to_jsonb({})::pg_catalog.text", self.col(p, self.versions[0].index))
+        } else {
+            let vs: Vec<String> = self.versions.iter().map(|v| self.col(p, v.index)).collect();
+            format!("pg_catalog.jsonb_build_array({})::pg_catalog.text", vs.join(", "))
+        }
+    }
+
+    /// The batch input: parameter 1 is the rows' positions, parameter i+2 the values of column i.
+    fn unnest_input(&self) -> String {
+        let arrays: Vec<String> = (1..=self.columns.len() + 1).map(|n| format!("pg_catalog.unnest(${n})")).collect();
+        format!("ROWS FROM ({}) AS r({ORD}, {})", arrays.join(", "), self.columns.join(", "))
+    }
+
+    /// The write's SET list and WHERE condition, shared by the single and batch statements.
+    fn on_conflict(&self) -> String {
+        let key: Vec<&str> = self.key.iter().map(|k| self.columns[k.index].as_str()).collect();
+        let is_key = |i: usize| self.key.iter().any(|k| k.index == i);
+        let set: Vec<String> = (0..self.columns.len())
+            .filter(|&i| !is_key(i))
+            .map(|i| format!("{c} = EXCLUDED.{c}", c = self.columns[i]))
+            .collect();
+        let excluded = |i: usize| self.col("EXCLUDED", i);
+        let mut when = self.older("s", "EXCLUDED", 0);
+        if self.on_tie == OnTie::Apply {
+            when = format!(
+                "{when} OR ({} AND NOT {})",
+                self.same_version("s", &excluded),
+                self.same_values("s", &excluded)
+            );
+        }
+        format!("ON CONFLICT ({}) DO UPDATE SET {} WHERE {when}", key.join(", "), set.join(", "))
     }
 
     /// `stored` is older than `incoming`, a NULL stored version being older than any; compared
@@ -101,31 +150,14 @@ impl Shape {
     /// `on_tie = apply`, equal with other values). Returns one row, `true` when inserted,
     /// `false` when updated; no row when the stored row was kept.
     pub fn upsert_sql(&self) -> String {
-        let cols = self.columns.join(", ");
         let params: Vec<String> = (1..=self.columns.len()).map(|n| format!("${n}")).collect();
-        let key: Vec<&str> = self.key.iter().map(|k| self.columns[k.index].as_str()).collect();
-        let is_key = |i: usize| self.key.iter().any(|k| k.index == i);
-        let set: Vec<String> = (0..self.columns.len())
-            .filter(|&i| !is_key(i))
-            .map(|i| format!("{c} = EXCLUDED.{c}", c = self.columns[i]))
-            .collect();
-        let excluded = |i: usize| self.col("EXCLUDED", i);
-        let mut when = self.older("s", "EXCLUDED", 0);
-        if self.on_tie == OnTie::Apply {
-            when = format!(
-                "{when} OR ({} AND NOT {})",
-                self.same_version("s", &excluded),
-                self.same_values("s", &excluded)
-            );
-        }
         format!(
-            "INSERT INTO {table} AS s ({cols}) VALUES ({params}) \
-             ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {when} \
+            "INSERT INTO {table} AS s ({cols}) VALUES ({params}) {on_conflict} \
              RETURNING s.xmax OPERATOR(pg_catalog.=) 0",
             table = self.table,
+            cols = self.columns.join(", "),
             params = params.join(", "),
-            key = key.join(", "),
-            set = set.join(", "),
+            on_conflict = self.on_conflict(),
         )
     }
 
@@ -134,12 +166,6 @@ impl Shape {
     /// version that was compared. Returns (same version, same values, stored version as JSON text).
     pub fn classify_sql(&self) -> String {
         let param = |i: usize| format!("${}", i + 1);
-        let stored_version = if self.versions.len() == 1 {
-            format!("pg_catalog.to_jsonb({})::pg_catalog.text", self.col("s", self.versions[0].index))
-        } else {
-            let vs: Vec<String> = self.versions.iter().map(|v| self.col("s", v.index)).collect();
-            format!("pg_catalog.jsonb_build_array({})::pg_catalog.text", vs.join(", "))
-        };
         let key: Vec<String> = self
             .key
             .iter()
@@ -149,8 +175,65 @@ impl Shape {
             "SELECT {same_version}, {same_values}, {stored_version} FROM {table} s WHERE {key}",
             same_version = self.same_version("s", &param),
             same_values = self.same_values("s", &param),
+            stored_version = self.version_json("s"),
             table = self.table,
             key = key.join(" AND "),
+        )
+    }
+
+    /// The batch write, one statement for many rows of this shape. Of the rows sharing a key
+    /// only the one with the highest version is written (the first of equals, or with
+    /// `on_tie = apply` the last); the others are compared with it. Returns per input row: its
+    /// position, whether it was its key's winner, whether the write inserted (true), updated
+    /// (false) or was skipped (NULL) for winners, and for every row the comparison with its
+    /// key's winner (same version, same values, winner's version as JSON text).
+    pub fn batch_upsert_sql(&self) -> String {
+        let order: Vec<String> = self.versions.iter().map(|v| format!("{} DESC", self.col("i", v.index))).collect();
+        let partition: Vec<String> = self.key.iter().map(|k| self.col("i", k.index)).collect();
+        let key_order: Vec<&str> = self.key.iter().map(|k| self.columns[k.index].as_str()).collect();
+        let returning: Vec<String> = self.key.iter().map(|k| self.col("s", k.index)).collect();
+        let ties = if self.on_tie == OnTie::Apply { "DESC" } else { "ASC" };
+        let incoming = |i: usize| self.col("r", i);
+        format!(
+            "WITH input AS (SELECT * FROM {input}), \
+             ranked AS (SELECT i.*, pg_catalog.row_number() OVER (PARTITION BY {partition} \
+                        ORDER BY {order}, i.{ORD} {ties}) AS {RANK} FROM input i), \
+             written AS (INSERT INTO {table} AS s ({cols}) \
+                         SELECT {cols} FROM ranked WHERE {RANK} OPERATOR(pg_catalog.=) 1 ORDER BY {key_order} \
+                         {on_conflict} \
+                         RETURNING {returning}, s.xmax OPERATOR(pg_catalog.=) 0 AS {INSERTED}) \
+             SELECT r.{ORD}, r.{RANK} OPERATOR(pg_catalog.=) 1, w.{INSERTED}, {same_version}, {same_values}, {winner_version} \
+             FROM ranked r JOIN ranked wr ON wr.{RANK} OPERATOR(pg_catalog.=) 1 AND {winner_key} \
+             LEFT JOIN written w ON {written_key}",
+            input = self.unnest_input(),
+            partition = partition.join(", "),
+            order = order.join(", "),
+            table = self.table,
+            cols = self.columns.join(", "),
+            key_order = key_order.join(", "),
+            on_conflict = self.on_conflict(),
+            returning = returning.join(", "),
+            same_version = self.same_version("wr", &incoming),
+            same_values = self.same_values("wr", &incoming),
+            winner_version = self.version_json("wr"),
+            winner_key = self.key_eq("wr", "r"),
+            written_key = self.key_eq("w", "r"),
+        )
+    }
+
+    /// Why batch writes were skipped: like `classify_sql`, for the skipped rows passed as in
+    /// `batch_upsert_sql`. Returns (position, same version, same values, stored version).
+    pub fn batch_classify_sql(&self) -> String {
+        let incoming = |i: usize| self.col("r", i);
+        format!(
+            "SELECT r.{ORD}, {same_version}, {same_values}, {stored_version} FROM {input} \
+             JOIN {table} s ON {key}",
+            same_version = self.same_version("s", &incoming),
+            same_values = self.same_values("s", &incoming),
+            stored_version = self.version_json("s"),
+            input = self.unnest_input(),
+            table = self.table,
+            key = self.key_eq("s", "r"),
         )
     }
 }
@@ -205,6 +288,30 @@ mod tests {
         assert_eq!(
             shape(OnTie::Skip, &[0, 2]).classify_sql(),
             r#"SELECT s."date" OPERATOR(pg_catalog.=) $1 AND s."seq" OPERATOR(pg_catalog.=) $3, ROW(s."date", s."id", s."seq", s."value")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW($1, $2, $3, $4)::pg_catalog.record, pg_catalog.jsonb_build_array(s."date", s."seq")::pg_catalog.text FROM "public"."t" s WHERE s."id" OPERATOR(pg_catalog.=) $2"#
+        );
+    }
+
+    #[test]
+    fn batch_writes_one_winner_per_key_in_key_order() {
+        let sql = shape(OnTie::Skip, &[0]).batch_upsert_sql();
+        for part in [
+            r#"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) AS r("pg_safeupsert_ord", "date", "id", "seq", "value")"#,
+            r#"PARTITION BY i."id" ORDER BY i."date" DESC, i."pg_safeupsert_ord" ASC"#,
+            r#"WHERE "pg_safeupsert_rank" OPERATOR(pg_catalog.=) 1 ORDER BY "id" ON CONFLICT ("id") DO UPDATE"#,
+            r#"RETURNING s."id", s.xmax OPERATOR(pg_catalog.=) 0 AS "pg_safeupsert_inserted""#,
+            r#"JOIN ranked wr ON wr."pg_safeupsert_rank" OPERATOR(pg_catalog.=) 1 AND wr."id" OPERATOR(pg_catalog.=) r."id""#,
+            r#"LEFT JOIN written w ON w."id" OPERATOR(pg_catalog.=) r."id""#,
+        ] {
+            assert!(sql.contains(part), "{part}\n not in\n{sql}");
+        }
+        assert!(shape(OnTie::Apply, &[0]).batch_upsert_sql().contains(r#"i."pg_safeupsert_ord" DESC"#));
+    }
+
+    #[test]
+    fn batch_classify_joins_the_stored_rows() {
+        assert_eq!(
+            shape(OnTie::Skip, &[0]).batch_classify_sql(),
+            r#"SELECT r."pg_safeupsert_ord", s."date" OPERATOR(pg_catalog.=) r."date", ROW(s."date", s."id", s."seq", s."value")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW(r."date", r."id", r."seq", r."value")::pg_catalog.record, pg_catalog.to_jsonb(s."date")::pg_catalog.text FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) AS r("pg_safeupsert_ord", "date", "id", "seq", "value") JOIN "public"."t" s ON s."id" OPERATOR(pg_catalog.=) r."id""#
         );
     }
 

@@ -1,0 +1,222 @@
+//! `safe_upsert_many`: a JSON array of rows in a few statements. Rows are grouped by their set
+//! of columns; each group is written by one set-based statement (and, if some stored rows were
+//! kept, one more that reads why), using the group's cached plan.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{Map, Value};
+
+use super::catalog;
+use super::input::{self, NULL};
+use super::plan_cache::{self, prepare, BatchPlan, Plan};
+use super::single::{cell, key_text};
+use super::statement::OnTie;
+use super::tracking::{self, PlanSeen};
+use super::{as_object, open_table, safe_upsert_outcome, Args};
+use crate::error;
+
+pub fn call(args: Args, rows: Option<JsonB>) -> Vec<(i32, safe_upsert_outcome)> {
+    let JsonB(rows) = rows.unwrap_or_else(|| error::null_argument("rows"));
+    let seen = PlanSeen::default();
+    tracking::guard(args.relid, &seen, None, || {
+        let on_tie = args.on_tie();
+        open_table(args.relid);
+        Spi::connect(|client| {
+            let rows: Vec<&Map<String, Value>> = match &rows {
+                Value::Array(rows) => {
+                    rows.iter().enumerate().map(|(i, r)| at_row(i, || as_object(client, args.relid, r))).collect()
+                }
+                _ => error::rows_not_array(&catalog::table_name(client, args.relid)),
+            };
+            let mut outcomes = Vec::with_capacity(rows.len());
+            for positions in groups(&rows) {
+                let keys = rows[positions[0]].keys().map(String::as_str).collect();
+                let plan = at_row(positions[0], || plan_cache::get(client, &args.request(keys, on_tie)));
+                *seen.borrow_mut() = Some(plan.clone());
+                for (pos, outcome, stored_version) in upsert_group(&plan, on_tie, &rows, &positions) {
+                    tracking::record(&plan, outcome, rows[pos], stored_version);
+                    outcomes.push((pos as i32 + 1, outcome));
+                }
+            }
+            outcomes.sort_unstable_by_key(|(ord, _)| *ord);
+            outcomes
+        })
+    })
+}
+
+/// Positions of the rows, grouped by the set of columns they carry, groups in order of first
+/// appearance.
+fn groups(rows: &[&Map<String, Value>]) -> Vec<Vec<usize>> {
+    let mut index: HashMap<Vec<&str>, usize> = HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (pos, row) in rows.iter().enumerate() {
+        let keys: Vec<&str> = row.keys().map(String::as_str).collect();
+        let g = *index.entry(keys).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(pos);
+    }
+    groups
+}
+
+/// Runs `f` for the row at `pos` (0-based), prefixing any error it raises with the row's
+/// position, so that a failed batch says which row is at fault.
+fn at_row<R>(pos: usize, f: impl FnOnce() -> R) -> R {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => match error::caught(payload.as_ref()) {
+            Some(report) => error::reraise_with_prefix(report, &format!("row {}: ", pos + 1)),
+            None => std::panic::resume_unwind(payload),
+        },
+    }
+}
+
+fn batch_plan(plan: &Plan) -> &BatchPlan {
+    plan.batch.get_or_init(|| {
+        let mut arrays = Vec::with_capacity(plan.columns.len());
+        // SAFETY: plain syscache lookups on the columns' existing types.
+        let mut argtypes = vec![unsafe { pg_sys::get_array_type(pg_sys::INT4OID) }];
+        for col in &plan.columns {
+            let (mut len, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
+            let array = unsafe {
+                pg_sys::get_typlenbyvalalign(col.meta.typid, &mut len, &mut byval, &mut align);
+                pg_sys::get_array_type(col.meta.typid)
+            };
+            if array == pg_sys::InvalidOid {
+                error::no_array_type(&plan.table, &col.meta.name);
+            }
+            arrays.push((array, len, byval, align));
+            argtypes.push(array);
+        }
+        BatchPlan {
+            upsert: prepare(&plan.shape.batch_upsert_sql(), &mut argtypes),
+            classify: prepare(&plan.shape.batch_classify_sql(), &mut argtypes),
+            arrays,
+        }
+    })
+}
+
+/// The batch statements' parameters for the rows at `positions`: their 1-based positions, then
+/// one array per sent column.
+fn arrays(plan: &Plan, batch: &BatchPlan, rows: &[&Map<String, Value>], positions: &[usize]) -> Vec<pg_sys::Datum> {
+    let n = positions.len();
+    let mut columns: Vec<(Vec<pg_sys::Datum>, Vec<bool>)> = vec![(Vec::with_capacity(n), Vec::with_capacity(n)); plan.columns.len()];
+    for &pos in positions {
+        let (values, nulls) = at_row(pos, || input::convert(plan, rows[pos]));
+        for (c, (v, null)) in columns.iter_mut().zip(values.into_iter().zip(nulls)) {
+            c.0.push(v);
+            c.1.push(null == NULL);
+        }
+    }
+    let ords: Vec<pg_sys::Datum> = positions.iter().map(|&p| pg_sys::Datum::from(p as i32 + 1)).collect();
+    let mut params = vec![array(ords, vec![false; n], (pg_sys::INT4OID, 4, true, b'i' as std::ffi::c_char))];
+    for (((values, nulls), &(_, len, byval, align)), col) in columns.into_iter().zip(&batch.arrays).zip(&plan.columns) {
+        params.push(array(values, nulls, (col.meta.typid, len, byval, align)));
+    }
+    params
+}
+
+fn array(mut values: Vec<pg_sys::Datum>, mut nulls: Vec<bool>, elem: (pg_sys::Oid, i16, bool, std::ffi::c_char)) -> pg_sys::Datum {
+    let (typid, len, byval, align) = elem;
+    let mut dims = [values.len() as i32];
+    let mut lbs = [1];
+    // SAFETY: values and nulls have dims[0] entries of the element type described by `elem`.
+    unsafe {
+        let a = pg_sys::construct_md_array(
+            values.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+            1,
+            dims.as_mut_ptr(),
+            lbs.as_mut_ptr(),
+            typid,
+            len as i32,
+            byval,
+            align,
+        );
+        pg_sys::Datum::from(a)
+    }
+}
+
+/// Writes one group; returns (position, outcome, stored or winning version) per row.
+fn upsert_group(
+    plan: &Plan,
+    on_tie: OnTie,
+    rows: &[&Map<String, Value>],
+    positions: &[usize],
+) -> Vec<(usize, safe_upsert_outcome, Option<String>)> {
+    let batch = batch_plan(plan);
+    let mut params = arrays(plan, batch, rows, positions);
+    let not_null = vec![input::NOT_NULL; params.len()];
+    let mut results = Vec::with_capacity(positions.len());
+    let mut skipped = Vec::new();
+    // SAFETY: inside an SPI connection; one parameter per batch statement argument.
+    unsafe {
+        let rc = pg_sys::SPI_execute_plan(batch.upsert, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
+        assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
+        for r in 0..pg_sys::SPI_processed as usize {
+            let pos = cell::<i32>(r, 1).expect("position") as usize - 1;
+            let winner = cell::<bool>(r, 2) == Some(true);
+            let outcome = if winner {
+                match cell::<bool>(r, 3) {
+                    Some(true) => safe_upsert_outcome::inserted,
+                    Some(false) => safe_upsert_outcome::updated,
+                    None => {
+                        skipped.push(pos);
+                        continue;
+                    }
+                }
+            } else {
+                // Compared with the row that won its key in this batch.
+                compare(plan, on_tie, rows[pos], pos, cell::<bool>(r, 4), cell::<bool>(r, 5), on_tie == OnTie::Apply)
+            };
+            let version = matches!(outcome, safe_upsert_outcome::stale | safe_upsert_outcome::tie).then(|| cell::<String>(r, 6)).flatten();
+            results.push((pos, outcome, version));
+        }
+        if skipped.is_empty() {
+            return results;
+        }
+        skipped.sort_unstable();
+        let mut params = arrays(plan, batch, rows, &skipped);
+        let rc = pg_sys::SPI_execute_plan(batch.classify, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
+        assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
+        let mut found = vec![false; skipped.len()];
+        for r in 0..pg_sys::SPI_processed as usize {
+            let pos = cell::<i32>(r, 1).expect("position") as usize - 1;
+            let outcome = compare(plan, on_tie, rows[pos], pos, cell::<bool>(r, 2), cell::<bool>(r, 3), false);
+            results.push((pos, outcome, cell::<String>(r, 4)));
+            if let Ok(i) = skipped.binary_search(&pos) {
+                found[i] = true;
+            }
+        }
+        // Kept rows that a row-level security policy hides from this role.
+        for (&pos, _) in skipped.iter().zip(found).filter(|(_, f)| !f) {
+            results.push((pos, safe_upsert_outcome::stale, None));
+        }
+    }
+    results
+}
+
+/// The outcome of a row that was not written, from its comparison with the row that was kept
+/// (stored, or the winner of its key in the batch). With `superseded`, an equal version with
+/// other values lost to a later row of the batch under `on_tie = apply`: it is stale.
+fn compare(
+    plan: &Plan,
+    on_tie: OnTie,
+    row: &Map<String, Value>,
+    pos: usize,
+    same_version: Option<bool>,
+    same_values: Option<bool>,
+    superseded: bool,
+) -> safe_upsert_outcome {
+    match (same_version, same_values) {
+        (Some(true), Some(true)) => safe_upsert_outcome::duplicate,
+        (Some(true), _) if superseded => safe_upsert_outcome::stale,
+        (Some(true), _) if on_tie == OnTie::Error => at_row(pos, || error::version_tie(&plan.table, &key_text(plan, row))),
+        (Some(true), _) => safe_upsert_outcome::tie,
+        _ => safe_upsert_outcome::stale,
+    }
+}

@@ -1,0 +1,81 @@
+//! `safe_upsert`: one row, one prepared INSERT ... ON CONFLICT, and when the stored row was kept,
+//! one prepared read saying why.
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{Map, Value};
+
+use super::plan_cache::{self, Plan};
+use super::statement::OnTie;
+use super::tracking::{self, PlanSeen};
+use super::{as_object, input, open_table, safe_upsert_outcome, Args};
+use crate::error;
+
+pub fn call(args: Args, row: Option<JsonB>) -> safe_upsert_outcome {
+    let JsonB(row) = row.unwrap_or_else(|| error::null_argument("row"));
+    let seen = PlanSeen::default();
+    tracking::guard(args.relid, &seen, Some(&row), || {
+        let on_tie = args.on_tie();
+        open_table(args.relid);
+        Spi::connect(|client| {
+            let row = as_object(client, args.relid, &row);
+            let plan = plan_cache::get(client, &args.request(row.keys().map(String::as_str).collect(), on_tie));
+            *seen.borrow_mut() = Some(plan.clone());
+            let (outcome, stored_version) = upsert_row(&plan, on_tie, row);
+            tracking::record(&plan, outcome, row, stored_version);
+            outcome
+        })
+    })
+}
+
+/// Runs the plan for one row. Returns the outcome and, when the stored row was kept, its
+/// version as JSON text.
+fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (safe_upsert_outcome, Option<String>) {
+    let (mut values, nulls) = input::convert(plan, row);
+    // SAFETY: inside an SPI connection; values and nulls have one entry per plan parameter.
+    unsafe {
+        let rc = pg_sys::SPI_execute_plan(plan.upsert, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
+        assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
+        if pg_sys::SPI_processed == 1 {
+            let inserted = cell::<bool>(0, 1) == Some(true);
+            return (if inserted { safe_upsert_outcome::inserted } else { safe_upsert_outcome::updated }, None);
+        }
+        let rc = pg_sys::SPI_execute_plan(plan.classify, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
+        assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
+        if pg_sys::SPI_processed == 0 {
+            // The stored row exists (it was locked) but a row-level security policy hides it.
+            return (safe_upsert_outcome::stale, None);
+        }
+        let outcome = match (cell::<bool>(0, 1), cell::<bool>(0, 2)) {
+            (Some(true), Some(true)) => safe_upsert_outcome::duplicate,
+            (Some(true), _) if on_tie == OnTie::Error => error::version_tie(&plan.table, &key_text(plan, row)),
+            (Some(true), _) => safe_upsert_outcome::tie,
+            _ => safe_upsert_outcome::stale,
+        };
+        (outcome, cell::<String>(0, 3))
+    }
+}
+
+/// Column `col` (1-based) of result row `row` (0-based) of the last SPI statement.
+///
+/// # Safety
+/// The last SPI statement returned at least `row + 1` rows with a column `col` of type `T`.
+pub unsafe fn cell<T: FromDatum>(row: usize, col: i32) -> Option<T> {
+    let table = pg_sys::SPI_tuptable;
+    let mut isnull = false;
+    let datum = pg_sys::SPI_getbinval(*(*table).vals.add(row), (*table).tupdesc, col, &mut isnull);
+    T::from_datum(datum, isnull)
+}
+
+/// The row's key as JSON, for messages.
+pub fn key_text(plan: &Plan, row: &Map<String, Value>) -> String {
+    let key: Map<String, Value> = plan
+        .key
+        .iter()
+        .map(|&i| {
+            let name = &plan.columns[i].meta.name;
+            (name.clone(), row.get(name).cloned().unwrap_or(Value::Null))
+        })
+        .collect();
+    Value::Object(key).to_string()
+}

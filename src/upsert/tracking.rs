@@ -1,0 +1,98 @@
+//! What the upsert entry points tell the statistics: each row's outcome and conflicts, and the
+//! failure of a call, counted before the error propagates since its transaction will not commit.
+
+use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+
+use pgrx::prelude::*;
+use serde_json::{Map, Value};
+
+use super::plan_cache::Plan;
+use super::safe_upsert_outcome;
+use crate::error;
+use crate::stats::{self, Counter, LogRecord};
+
+/// The plan a call was using, for describing its failure.
+pub type PlanSeen = RefCell<Option<Rc<Plan>>>;
+
+fn counter(outcome: safe_upsert_outcome) -> Counter {
+    match outcome {
+        safe_upsert_outcome::inserted => Counter::Inserted,
+        safe_upsert_outcome::updated => Counter::Updated,
+        safe_upsert_outcome::stale => Counter::Stale,
+        safe_upsert_outcome::duplicate => Counter::Duplicate,
+        safe_upsert_outcome::tie => Counter::Tie,
+    }
+}
+
+/// Runs a call, counting its failure (if tracking is on) before re-raising the error.
+pub fn guard<R>(relid: pg_sys::Oid, plan: &PlanSeen, row: Option<&Value>, work: impl FnOnce() -> R) -> R {
+    if !stats::tracking() {
+        return work();
+    }
+    match std::panic::catch_unwind(AssertUnwindSafe(work)) {
+        Ok(done) => done,
+        Err(payload) => {
+            let code = error::caught(payload.as_ref()).map(|r| r.sql_error_code());
+            record_failure(relid, code, plan.borrow().as_deref(), row);
+            std::panic::resume_unwind(payload)
+        }
+    }
+}
+
+/// Counts one row's outcome and, for a conflict, queues its description for the log.
+pub fn record(plan: &Plan, outcome: safe_upsert_outcome, row: &Map<String, Value>, stored_version: Option<String>) {
+    if !stats::tracking() {
+        return;
+    }
+    let kind = counter(outcome);
+    stats::outcome(plan.relid, kind);
+    if matches!(kind, Counter::Stale | Counter::Tie) && stats::logging() {
+        stats::conflict(describe(plan, row, kind, stored_version));
+    }
+}
+
+/// A conflict as the log shows it: no more than the key, the versions and the (cut) row.
+fn describe(plan: &Plan, row: &Map<String, Value>, kind: Counter, stored_version: Option<String>) -> LogRecord {
+    let pick = |indexes: &[usize]| -> Vec<(String, Value)> {
+        indexes
+            .iter()
+            .map(|&i| &plan.columns[i].meta.name)
+            .map(|n| (n.clone(), row.get(n).cloned().unwrap_or(Value::Null)))
+            .collect()
+    };
+    let versions: Vec<Value> = pick(&plan.versions).into_iter().map(|(_, v)| v).collect();
+    let incoming_version = match versions.as_slice() {
+        [one] => one.to_string(),
+        many => Value::Array(many.to_vec()).to_string(),
+    };
+    LogRecord {
+        relid: plan.relid.to_u32(),
+        kind: kind as u8,
+        key: Value::Object(pick(&plan.key).into_iter().collect()).to_string(),
+        stored_version,
+        incoming_version,
+        incoming_row: stats::cut_row(row, 256, 1024),
+        ..Default::default()
+    }
+}
+
+/// Counts a failed call: unique violations (logged as conflicts too, when the row is known)
+/// apart from other errors. A call whose target does not exist is not counted.
+fn record_failure(relid: pg_sys::Oid, code: Option<PgSqlErrorCode>, plan: Option<&Plan>, row: Option<&Value>) {
+    // SAFETY: plain syscache lookup.
+    if unsafe { pg_sys::get_rel_relkind(relid) } == 0 {
+        return;
+    }
+    if code != Some(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION) {
+        return stats::failed(relid, Counter::Errors, None);
+    }
+    let conflict = match (plan, row) {
+        (Some(plan), Some(Value::Object(row))) if stats::logging() => {
+            Some(describe(plan, row, Counter::UniqueViolations, None))
+        }
+        _ => None,
+    };
+    stats::failed(relid, Counter::UniqueViolations, conflict);
+}
