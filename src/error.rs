@@ -54,8 +54,8 @@ pub fn table_missing(relid: u32) -> ! {
 }
 
 pub fn not_a_table(table: &str, kind: &str) -> ! {
-    error(Code::ERRCODE_WRONG_OBJECT_TYPE, format!("\"{table}\" is not a table"))
-        .detail(format!("\"{table}\" is {kind}."))
+    error(Code::ERRCODE_WRONG_OBJECT_TYPE, format!("{table} is not a table"))
+        .detail(format!("{table} is {kind}."))
         .hint("safe_upsert writes to ordinary and partitioned tables.")
         .raise()
 }

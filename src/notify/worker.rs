@@ -142,7 +142,7 @@ fn send(batch: &Batch) -> u64 {
     BackgroundWorker::transaction(move || {
         Spi::connect(|client| {
             let database: String = client
-                .select("SELECT pg_catalog.current_database()::text", Some(1), &[])
+                .select("SELECT pg_catalog.current_database()::pg_catalog.text", Some(1), &[])
                 .and_then(|t| t.first().get_one())
                 .ok()
                 .flatten()
@@ -156,9 +156,10 @@ fn send(batch: &Batch) -> u64 {
             for e in &merged {
                 let table: Option<String> = client
                     .select(
-                        "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
-                         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                         WHERE c.oid = $1",
+                        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) \
+                         FROM pg_catalog.pg_class c \
+                         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+                         WHERE c.oid OPERATOR(pg_catalog.=) $1",
                         Some(1),
                         &[pg_sys::Oid::from(e.relid).into()],
                     )

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::catalog;
 use super::input::{self, NULL};
 use super::plan_cache::{self, prepare, BatchPlan, Plan};
-use super::single::{cell, key_text};
+use super::single::{cell, key_text, upsert_row};
 use super::statement::OnTie;
 use super::tracking::{self, PlanSeen};
 use super::{as_object, open_table, safe_upsert_outcome, Args};
@@ -36,7 +36,13 @@ pub fn call(args: Args, rows: Option<JsonB>) -> Vec<(i32, safe_upsert_outcome)> 
                 let keys = rows[positions[0]].keys().map(String::as_str).collect();
                 let plan = at_row(positions[0], || plan_cache::get(client, &args.request(keys, on_tie)));
                 *seen.borrow_mut() = Some(plan.clone());
-                for (pos, outcome, stored_version) in upsert_group(&plan, on_tie, &rows, &positions) {
+                let written = if plan.update.is_some() {
+                    // Partitioned: no set-based statement can tell inserts from updates there.
+                    positions.iter().map(|&p| (p, at_row(p, || upsert_row(&plan, on_tie, rows[p])))).map(|(p, (o, v))| (p, o, v)).collect()
+                } else {
+                    upsert_group(&plan, on_tie, &rows, &positions)
+                };
+                for (pos, outcome, stored_version) in written {
                     tracking::record(&plan, outcome, rows[pos], stored_version);
                     outcomes.push((pos as i32 + 1, outcome));
                 }

@@ -5,6 +5,7 @@
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
+use super::json_text::ColumnKind;
 use super::statement::{KeyCol, OnTie, Shape, VersionCol};
 use crate::error;
 
@@ -13,7 +14,7 @@ pub struct ColumnMeta {
     pub name: String,
     pub typid: pg_sys::Oid,
     pub typmod: i32,
-    pub is_array: bool,
+    pub kind: ColumnKind,
 }
 
 /// What a call asks for, before the catalog is consulted.
@@ -36,13 +37,15 @@ struct Attr {
     type_name: String,
 }
 
-/// `schema.table`, quoted where needed: used both in messages and in generated SQL.
+/// `schema.table`, quoted where needed: used both in messages and in generated SQL. Like every
+/// query here, it qualifies each operator, function and type, so the caller's search_path
+/// cannot change what it reads.
 pub fn table_name(client: &SpiClient<'_>, relid: pg_sys::Oid) -> String {
     client
         .select(
-            "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.oid = $1",
+            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+             WHERE c.oid OPERATOR(pg_catalog.=) $1",
             Some(1),
             &[relid.into()],
         )
@@ -55,18 +58,19 @@ pub fn table_name(client: &SpiClient<'_>, relid: pg_sys::Oid) -> String {
 fn attributes(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Vec<Attr> {
     let rows = client
         .select(
-            "SELECT a.attname::text, pg_catalog.quote_ident(a.attname), a.attnum, a.atttypid, \
-                    a.atttypmod, a.attgenerated::text, a.attidentity::text, \
+            "SELECT a.attname::pg_catalog.text, pg_catalog.quote_ident(a.attname), a.attnum, a.atttypid, \
+                    a.atttypmod, a.attgenerated::pg_catalog.text, a.attidentity::pg_catalog.text, \
                     pg_catalog.format_type(a.atttypid, a.atttypmod) \
              FROM pg_catalog.pg_attribute a \
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+             WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 \
+               AND NOT a.attisdropped ORDER BY a.attnum",
             None,
             &[relid.into()],
         )
         .expect("reading pg_attribute");
     rows.map(|r| {
         let generated = match (r.get::<String>(6).ok().flatten(), r.get::<String>(7).ok().flatten()) {
-            (Some(g), _) if g == "s" => Some("a generated column"),
+            (Some(g), _) if g == "s" || g == "v" => Some("a generated column"),
             (_, Some(i)) if i == "a" => Some("an identity column GENERATED ALWAYS"),
             _ => None,
         };
@@ -89,7 +93,7 @@ fn arbiter_indexes(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Vec<(bool, Vec
     let rows = client
         .select(
             "SELECT i.indisprimary, i.indkey::pg_catalog.int2[] FROM pg_catalog.pg_index i \
-             WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indimmediate \
+             WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisunique AND i.indisvalid AND i.indimmediate \
                AND i.indpred IS NULL AND i.indexprs IS NULL \
              ORDER BY i.indisprimary DESC, i.indexrelid",
             None,
@@ -104,9 +108,9 @@ fn arbiter_indexes(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Vec<(bool, Vec
 fn qualified_operator(client: &SpiClient<'_>, opr: pg_sys::Oid) -> String {
     client
         .select(
-            "SELECT 'OPERATOR(' || pg_catalog.quote_ident(n.nspname) || '.' || o.oprname || ')' \
-             FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
-             WHERE o.oid = $1",
+            "SELECT pg_catalog.format('OPERATOR(%I.%s)', n.nspname, o.oprname) \
+             FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) o.oprnamespace \
+             WHERE o.oid OPERATOR(pg_catalog.=) $1",
             Some(1),
             &[opr.into()],
         )
@@ -124,9 +128,16 @@ fn ordering_operators(typid: pg_sys::Oid) -> Option<(pg_sys::Oid, pg_sys::Oid)> 
         .then_some((entry.lt_opr, entry.eq_opr))
 }
 
-fn is_array_type(typid: pg_sys::Oid) -> bool {
+fn column_kind(typid: pg_sys::Oid) -> ColumnKind {
     // SAFETY: plain syscache lookups on an existing type.
-    unsafe { pg_sys::get_element_type(pg_sys::getBaseType(typid)) != pg_sys::InvalidOid }
+    let base = unsafe { pg_sys::getBaseType(typid) };
+    if base == pg_sys::JSONOID || base == pg_sys::JSONBOID {
+        ColumnKind::Json
+    } else if unsafe { pg_sys::get_element_type(base) } != pg_sys::InvalidOid {
+        ColumnKind::Array
+    } else {
+        ColumnKind::Other
+    }
 }
 
 /// Checks the request against the table and returns the statement shape and sent columns.
@@ -184,7 +195,7 @@ pub fn describe(client: &SpiClient<'_>, req: &Request<'_>) -> (Shape, Vec<Column
             name: a.name.clone(),
             typid: a.typid,
             typmod: a.typmod,
-            is_array: is_array_type(a.typid),
+            kind: column_kind(a.typid),
         })
         .collect();
     (shape, metas)

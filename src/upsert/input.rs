@@ -21,7 +21,7 @@ pub fn convert(plan: &Plan, row: &Map<String, Value>) -> (Vec<pg_sys::Datum>, Ve
     let mut nulls = Vec::with_capacity(plan.columns.len());
     for (i, col) in plan.columns.iter().enumerate() {
         let value = row.get(&col.meta.name).unwrap_or(&Value::Null);
-        match json_text::input_text(value, col.meta.is_array) {
+        match json_text::input_text(value, col.meta.kind) {
             Some(text) => {
                 values.push(input_value(plan, col, &text));
                 nulls.push(NOT_NULL);

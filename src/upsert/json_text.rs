@@ -1,18 +1,26 @@
 //! Turns a JSON value into the text that a column type's input function reads, following
-//! `jsonb_populate_record`: scalars give their text, a JSON array given to an array column
-//! becomes an array literal, any other array or object gives its JSON text (which json, jsonb
-//! and text columns take as is). Pure, so it is unit-tested with plain `#[test]`s.
+//! `jsonb_populate_record`: json and jsonb columns take the value's JSON text (a JSON string
+//! stays a string), other columns a scalar's text, an array column a JSON array as an array
+//! literal, anything else a container's JSON text. Pure, unit-tested with plain `#[test]`s.
 
 use serde_json::Value;
 
-/// The input text for `value`, or `None` for JSON null. `is_array_column` says whether the
-/// column's type (or its domain's base type) is an array.
-pub fn input_text(value: &Value, is_array_column: bool) -> Option<String> {
-    match value {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Array(items) if is_array_column => Some(array_literal(items)),
-        other => Some(other.to_string()),
+/// How a column takes JSON values, by its type (or its domain's base type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnKind {
+    Json,
+    Array,
+    Other,
+}
+
+/// The input text for `value`, or `None` for JSON null.
+pub fn input_text(value: &Value, kind: ColumnKind) -> Option<String> {
+    match (value, kind) {
+        (Value::Null, _) => None,
+        (other, ColumnKind::Json) => Some(other.to_string()),
+        (Value::String(s), _) => Some(s.clone()),
+        (Value::Array(items), ColumnKind::Array) => Some(array_literal(items)),
+        (other, _) => Some(other.to_string()),
     }
 }
 
@@ -53,29 +61,37 @@ mod tests {
 
     #[test]
     fn scalars_give_their_text() {
-        assert_eq!(input_text(&json!("2024-09-24"), false).as_deref(), Some("2024-09-24"));
-        assert_eq!(input_text(&json!(true), false).as_deref(), Some("true"));
-        assert_eq!(input_text(&json!(null), true), None);
+        assert_eq!(input_text(&json!("2024-09-24"), ColumnKind::Other).as_deref(), Some("2024-09-24"));
+        assert_eq!(input_text(&json!(true), ColumnKind::Other).as_deref(), Some("true"));
+        assert_eq!(input_text(&json!(null), ColumnKind::Array), None);
+        assert_eq!(input_text(&json!(null), ColumnKind::Json), None);
+    }
+
+    #[test]
+    fn json_columns_keep_json_types() {
+        assert_eq!(input_text(&json!("123"), ColumnKind::Json).as_deref(), Some(r#""123""#));
+        assert_eq!(input_text(&json!(123), ColumnKind::Json).as_deref(), Some("123"));
+        assert_eq!(input_text(&json!({"a": [1]}), ColumnKind::Json).as_deref(), Some(r#"{"a":[1]}"#));
     }
 
     #[test]
     fn numbers_keep_every_digit() {
         let v: Value = serde_json::from_str("123456789012345678901234567890.000000001").unwrap();
-        assert_eq!(input_text(&v, false).as_deref(), Some("123456789012345678901234567890.000000001"));
+        assert_eq!(input_text(&v, ColumnKind::Other).as_deref(), Some("123456789012345678901234567890.000000001"));
     }
 
     #[test]
     fn arrays_for_array_columns_become_literals() {
         let v = json!([1, "a, \"b\"\\", null, "NULL", [2, 3], {"k": 1}]);
         assert_eq!(
-            input_text(&v, true).as_deref(),
+            input_text(&v, ColumnKind::Array).as_deref(),
             Some(r#"{"1","a, \"b\"\\",NULL,"NULL",{"2","3"},"{\"k\":1}"}"#)
         );
     }
 
     #[test]
     fn containers_for_other_columns_give_json_text() {
-        assert_eq!(input_text(&json!([1, 2]), false).as_deref(), Some("[1,2]"));
-        assert_eq!(input_text(&json!({"a": [1]}), false).as_deref(), Some(r#"{"a":[1]}"#));
+        assert_eq!(input_text(&json!([1, 2]), ColumnKind::Other).as_deref(), Some("[1,2]"));
+        assert_eq!(input_text(&json!({"a": [1]}), ColumnKind::Other).as_deref(), Some(r#"{"a":[1]}"#));
     }
 }

@@ -133,7 +133,7 @@ impl Args {
             relid: target.unwrap_or_else(|| error::null_argument("target")),
             version_cols,
             conflict_cols: conflict_cols.map(|a| name_array(a.datum(), "conflict_cols")),
-            on_tie: on_tie.unwrap_or("skip").to_string(),
+            on_tie: on_tie.unwrap_or_else(|| error::null_argument("on_tie")).to_string(),
         }
     }
 

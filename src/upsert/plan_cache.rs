@@ -41,7 +41,10 @@ pub struct Plan {
     pub columns: Vec<InputColumn>,
     pub key: Vec<usize>,
     pub versions: Vec<usize>,
+    /// the INSERT ... ON CONFLICT; for a partitioned table, the INSERT ... DO NOTHING
     pub upsert: pg_sys::SPIPlanPtr,
+    /// for a partitioned table only, the UPDATE that follows a skipped insert
+    pub update: Option<pg_sys::SPIPlanPtr>,
     pub classify: pg_sys::SPIPlanPtr,
     pub batch: OnceCell<BatchPlan>,
     memory: pg_sys::MemoryContext,
@@ -54,6 +57,9 @@ impl Drop for Plan {
         // plan alone; a Plan is dropped only when no call holds it (it is shared through Rc).
         unsafe {
             pg_sys::SPI_freeplan(self.upsert);
+            if let Some(update) = self.update {
+                pg_sys::SPI_freeplan(update);
+            }
             pg_sys::SPI_freeplan(self.classify);
             if let Some(b) = self.batch.get() {
                 pg_sys::SPI_freeplan(b.upsert);
@@ -79,7 +85,15 @@ impl Plan {
     fn build(client: &SpiClient<'_>, req: &Request<'_>) -> Plan {
         let (shape, metas) = catalog::describe(client, req);
         let mut argtypes: Vec<pg_sys::Oid> = metas.iter().map(|m| m.typid).collect();
-        let upsert = prepare(&shape.upsert_sql(), &mut argtypes);
+        // RETURNING cannot read xmax through a partitioned table, which tells inserted from
+        // updated: there, insert-or-nothing then update.
+        // SAFETY: plain syscache lookup.
+        let partitioned = unsafe { pg_sys::get_rel_relkind(req.relid) } as u8 == b'p';
+        let (upsert, update) = if partitioned {
+            (prepare(&shape.insert_sql(), &mut argtypes), Some(prepare(&shape.update_sql(), &mut argtypes)))
+        } else {
+            (prepare(&shape.upsert_sql(), &mut argtypes), None)
+        };
         let classify = prepare(&shape.classify_sql(), &mut argtypes);
         // SAFETY: a child of CacheMemoryContext, deleted with the plan.
         let memory = unsafe {
@@ -112,6 +126,7 @@ impl Plan {
             versions: shape.versions.iter().map(|v| v.index).collect(),
             shape,
             upsert,
+            update,
             classify,
             batch: OnceCell::new(),
             memory,

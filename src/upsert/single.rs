@@ -30,30 +30,42 @@ pub fn call(args: Args, row: Option<JsonB>) -> safe_upsert_outcome {
 
 /// Runs the plan for one row. Returns the outcome and, when the stored row was kept, its
 /// version as JSON text.
-fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (safe_upsert_outcome, Option<String>) {
+pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (safe_upsert_outcome, Option<String>) {
     let (mut values, nulls) = input::convert(plan, row);
-    // SAFETY: inside an SPI connection; values and nulls have one entry per plan parameter.
-    unsafe {
-        let rc = pg_sys::SPI_execute_plan(plan.upsert, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
+    let run = |stmt: pg_sys::SPIPlanPtr, values: &mut Vec<pg_sys::Datum>| unsafe {
+        // SAFETY: inside an SPI connection; values and nulls have one entry per parameter.
+        let rc = pg_sys::SPI_execute_plan(stmt, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
         assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
-        if pg_sys::SPI_processed == 1 {
-            let inserted = cell::<bool>(0, 1) == Some(true);
+        pg_sys::SPI_processed
+    };
+    // A partitioned table's row can be deleted between the insert that found it and the update:
+    // then the insert is tried again.
+    for _ in 0..3 {
+        if run(plan.upsert, &mut values) == 1 {
+            let inserted = unsafe { cell::<bool>(0, 1) } == Some(true);
             return (if inserted { safe_upsert_outcome::inserted } else { safe_upsert_outcome::updated }, None);
         }
-        let rc = pg_sys::SPI_execute_plan(plan.classify, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
-        assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
-        if pg_sys::SPI_processed == 0 {
-            // The stored row exists (it was locked) but a row-level security policy hides it.
-            return (safe_upsert_outcome::stale, None);
+        if let Some(update) = plan.update {
+            if run(update, &mut values) == 1 {
+                return (safe_upsert_outcome::updated, None);
+            }
         }
-        let outcome = match (cell::<bool>(0, 1), cell::<bool>(0, 2)) {
-            (Some(true), Some(true)) => safe_upsert_outcome::duplicate,
-            (Some(true), _) if on_tie == OnTie::Error => error::version_tie(&plan.table, &key_text(plan, row)),
-            (Some(true), _) => safe_upsert_outcome::tie,
-            _ => safe_upsert_outcome::stale,
-        };
-        (outcome, cell::<String>(0, 3))
+        if run(plan.classify, &mut values) == 1 {
+            // SAFETY: classify returned one row of (bool, bool, text).
+            let outcome = match unsafe { (cell::<bool>(0, 1), cell::<bool>(0, 2)) } {
+                (Some(true), Some(true)) => safe_upsert_outcome::duplicate,
+                (Some(true), _) if on_tie == OnTie::Error => error::version_tie(&plan.table, &key_text(plan, row)),
+                (Some(true), _) => safe_upsert_outcome::tie,
+                _ => safe_upsert_outcome::stale,
+            };
+            return (outcome, unsafe { cell::<String>(0, 3) });
+        }
+        if plan.update.is_none() {
+            break;
+        }
     }
+    // The stored row exists (the write found it) but a row-level security policy hides it.
+    (safe_upsert_outcome::stale, None)
 }
 
 /// Column `col` (1-based) of result row `row` (0-based) of the last SPI statement.

@@ -89,32 +89,40 @@ impl Shape {
         format!("ROWS FROM ({}) AS r({ORD}, {})", arrays.join(", "), self.columns.join(", "))
     }
 
+    /// When the stored row `s` is replaced by the incoming one: it is older or, with
+    /// `on_tie = apply`, of the same version with other values.
+    fn replaces(&self, incoming: &dyn Fn(usize) -> String) -> String {
+        let older = self.older("s", incoming, 0);
+        if self.on_tie == OnTie::Apply {
+            format!("{older} OR ({} AND NOT {})", self.same_version("s", incoming), self.same_values("s", incoming))
+        } else {
+            older
+        }
+    }
+
+    fn key_names(&self) -> String {
+        let key: Vec<&str> = self.key.iter().map(|k| self.columns[k.index].as_str()).collect();
+        key.join(", ")
+    }
+
+    /// The sent columns outside the key, which a replacement writes.
+    fn non_key(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.columns.len()).filter(|&i| !self.key.iter().any(|k| k.index == i))
+    }
+
     /// The write's SET list and WHERE condition, shared by the single and batch statements.
     fn on_conflict(&self) -> String {
-        let key: Vec<&str> = self.key.iter().map(|k| self.columns[k.index].as_str()).collect();
-        let is_key = |i: usize| self.key.iter().any(|k| k.index == i);
-        let set: Vec<String> = (0..self.columns.len())
-            .filter(|&i| !is_key(i))
-            .map(|i| format!("{c} = EXCLUDED.{c}", c = self.columns[i]))
-            .collect();
-        let excluded = |i: usize| self.col("EXCLUDED", i);
-        let mut when = self.older("s", "EXCLUDED", 0);
-        if self.on_tie == OnTie::Apply {
-            when = format!(
-                "{when} OR ({} AND NOT {})",
-                self.same_version("s", &excluded),
-                self.same_values("s", &excluded)
-            );
-        }
-        format!("ON CONFLICT ({}) DO UPDATE SET {} WHERE {when}", key.join(", "), set.join(", "))
+        let set: Vec<String> = self.non_key().map(|i| format!("{c} = EXCLUDED.{c}", c = self.columns[i])).collect();
+        let when = self.replaces(&|i| self.col("EXCLUDED", i));
+        format!("ON CONFLICT ({}) DO UPDATE SET {} WHERE {when}", self.key_names(), set.join(", "))
     }
 
     /// `stored` is older than `incoming`, a NULL stored version being older than any; compared
     /// left to right over the version columns, as a row comparison would, but NULL-aware.
-    fn older(&self, stored: &str, incoming: &str, from: usize) -> String {
+    fn older(&self, stored: &str, incoming: &dyn Fn(usize) -> String, from: usize) -> String {
         let v = &self.versions[from];
         let s = self.col(stored, v.index);
-        let i = self.col(incoming, v.index);
+        let i = incoming(v.index);
         let here = format!("{s} IS NULL OR {s} {} {i}", v.lt);
         if from + 1 == self.versions.len() {
             format!("({here})")
@@ -158,6 +166,35 @@ impl Shape {
             cols = self.columns.join(", "),
             params = params.join(", "),
             on_conflict = self.on_conflict(),
+        )
+    }
+
+    /// For partitioned tables, whose RETURNING cannot read xmax: insert unless the key exists.
+    /// Returns one row when inserted.
+    pub fn insert_sql(&self) -> String {
+        let params: Vec<String> = (1..=self.columns.len()).map(|n| format!("${n}")).collect();
+        format!(
+            "INSERT INTO {table} AS s ({cols}) VALUES ({params}) ON CONFLICT ({key}) DO NOTHING RETURNING true",
+            table = self.table,
+            cols = self.columns.join(", "),
+            params = params.join(", "),
+            key = self.key_names(),
+        )
+    }
+
+    /// For partitioned tables, after `insert_sql` found the key: replace the stored row if the
+    /// incoming one is newer. Returns one row when updated.
+    pub fn update_sql(&self) -> String {
+        let param = |i: usize| format!("${}", i + 1);
+        let set: Vec<String> = self.non_key().map(|i| format!("{} = {}", self.columns[i], param(i))).collect();
+        let key: Vec<String> =
+            self.key.iter().map(|k| format!("{} {} {}", self.col("s", k.index), k.eq, param(k.index))).collect();
+        format!(
+            "UPDATE {table} AS s SET {set} WHERE {key} AND ({when}) RETURNING false",
+            table = self.table,
+            set = set.join(", "),
+            key = key.join(" AND "),
+            when = self.replaces(&param),
         )
     }
 
@@ -264,6 +301,19 @@ mod tests {
         assert_eq!(
             shape(OnTie::Skip, &[0]).upsert_sql(),
             r#"INSERT INTO "public"."t" AS s ("date", "id", "seq", "value") VALUES ($1, $2, $3, $4) ON CONFLICT ("id") DO UPDATE SET "date" = EXCLUDED."date", "seq" = EXCLUDED."seq", "value" = EXCLUDED."value" WHERE (s."date" IS NULL OR s."date" OPERATOR(pg_catalog.<) EXCLUDED."date") RETURNING s.xmax OPERATOR(pg_catalog.=) 0"#
+        );
+    }
+
+    #[test]
+    fn partitioned_tables_insert_then_update() {
+        let s = shape(OnTie::Skip, &[0]);
+        assert_eq!(
+            s.insert_sql(),
+            r#"INSERT INTO "public"."t" AS s ("date", "id", "seq", "value") VALUES ($1, $2, $3, $4) ON CONFLICT ("id") DO NOTHING RETURNING true"#
+        );
+        assert_eq!(
+            s.update_sql(),
+            r#"UPDATE "public"."t" AS s SET "date" = $1, "seq" = $3, "value" = $4 WHERE s."id" OPERATOR(pg_catalog.=) $2 AND ((s."date" IS NULL OR s."date" OPERATOR(pg_catalog.<) $1)) RETURNING false"#
         );
     }
 
