@@ -85,12 +85,12 @@ pub fn failed(relid: pg_sys::Oid, counter: Counter, conflict: Option<LogRecord>)
     counts[counter as usize] = 1;
     let now = now();
     let dbid = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    let logged_at = conflict.map(|mut c| {
+    if let Some(mut c) = conflict {
         stamp(&mut c);
         shared.log(&c);
-        c.occurred_at
-    });
-    shared.add(dbid, relid.to_u32(), &counts, logged_at, now);
+    }
+    let conflict_at = (counter == Counter::UniqueViolations).then_some(now);
+    shared.add(dbid, relid.to_u32(), &counts, conflict_at, now);
 }
 
 /// Publishes what the committed transaction did.

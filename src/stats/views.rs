@@ -192,6 +192,8 @@ CREATE VIEW safe_upsert_conflicts AS
 CREATE VIEW safe_upsert_info AS SELECT * FROM safe_upsert_info_data();
 COMMENT ON VIEW safe_upsert_info IS 'Capacity and use of pg_safeupsert''s shared memory, its notification pipeline, and this backend''s plan cache.';
 
+GRANT SELECT ON safe_upsert_stats, safe_upsert_conflicts, safe_upsert_info TO PUBLIC;
+
 COMMENT ON VIEW safe_upsert_conflicts IS 'Recent committed conflicts on tables of the current database that the role may SELECT, oldest first.';
 "#,
     name = "stats_views",

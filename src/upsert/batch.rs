@@ -36,12 +36,13 @@ pub fn call(args: Args, rows: Option<JsonB>) -> Vec<(i32, safe_upsert_outcome)> 
                 let keys = rows[positions[0]].keys().map(String::as_str).collect();
                 let plan = at_row(positions[0], || plan_cache::get(client, &args.request(keys, on_tie)));
                 *seen.borrow_mut() = Some(plan.clone());
-                let written = if plan.update.is_some() {
+                let mut written: Vec<_> = if plan.update.is_some() {
                     // Partitioned: no set-based statement can tell inserts from updates there.
                     positions.iter().map(|&p| (p, at_row(p, || upsert_row(&plan, on_tie, rows[p])))).map(|(p, (o, v))| (p, o, v)).collect()
                 } else {
                     upsert_group(&plan, on_tie, &rows, &positions)
                 };
+                written.sort_unstable_by_key(|(pos, _, _)| *pos); // conflicts are logged in input order
                 for (pos, outcome, stored_version) in written {
                     tracking::record(&plan, outcome, rows[pos], stored_version);
                     outcomes.push((pos as i32 + 1, outcome));
