@@ -19,6 +19,7 @@ static mut PRELOADED: bool = false;
 pub extern "C-unwind" fn _PG_init() {
     gucs::register();
     upsert::plan_cache::register_invalidation_callbacks();
+    upsert::register_outcome_invalidation();
     // SAFETY: read and written only in this single-threaded process.
     unsafe {
         PRELOADED = pg_sys::process_shared_preload_libraries_in_progress;

@@ -15,10 +15,12 @@ use super::plan_cache::{self, prepare, BatchPlan, Plan};
 use super::single::{cell, key_text, upsert_row};
 use super::statement::OnTie;
 use super::tracking::{self, PlanSeen};
-use super::{as_object, open_table, safe_upsert_outcome, Args};
+use super::outcome::Outcome;
+use super::{as_object, open_table, Args};
 use crate::error;
 
-pub fn call(args: Args, rows: Option<JsonB>) -> Vec<(i32, safe_upsert_outcome)> {
+/// (1-based position, outcome as the OID of its SQL enum label) per row, in input order.
+pub fn call(args: Args, rows: Option<JsonB>) -> Vec<(i32, pg_sys::Oid)> {
     let JsonB(rows) = rows.unwrap_or_else(|| error::null_argument("rows"));
     let seen = PlanSeen::default();
     tracking::guard(args.relid, &seen, None, || {
@@ -45,7 +47,7 @@ pub fn call(args: Args, rows: Option<JsonB>) -> Vec<(i32, safe_upsert_outcome)> 
                 written.sort_unstable_by_key(|(pos, _, _)| *pos); // conflicts are logged in input order
                 for (pos, outcome, stored_version) in written {
                     tracking::record(&plan, outcome, rows[pos], stored_version);
-                    outcomes.push((pos as i32 + 1, outcome));
+                    outcomes.push((pos as i32 + 1, outcome.to_oid(client)));
                 }
             }
             outcomes.sort_unstable_by_key(|(ord, _)| *ord);
@@ -154,7 +156,7 @@ fn upsert_group(
     on_tie: OnTie,
     rows: &[&Map<String, Value>],
     positions: &[usize],
-) -> Vec<(usize, safe_upsert_outcome, Option<String>)> {
+) -> Vec<(usize, Outcome, Option<String>)> {
     let batch = batch_plan(plan);
     let mut params = arrays(plan, batch, rows, positions);
     let not_null = vec![input::NOT_NULL; params.len()];
@@ -169,8 +171,8 @@ fn upsert_group(
             let winner = cell::<bool>(r, 2) == Some(true);
             let outcome = if winner {
                 match cell::<bool>(r, 3) {
-                    Some(true) => safe_upsert_outcome::inserted,
-                    Some(false) => safe_upsert_outcome::updated,
+                    Some(true) => Outcome::Inserted,
+                    Some(false) => Outcome::Updated,
                     None => {
                         skipped.push(pos);
                         continue;
@@ -180,7 +182,7 @@ fn upsert_group(
                 // Compared with the row that won its key in this batch.
                 compare(plan, on_tie, rows[pos], pos, cell::<bool>(r, 4), cell::<bool>(r, 5), on_tie == OnTie::Apply)
             };
-            let version = matches!(outcome, safe_upsert_outcome::stale | safe_upsert_outcome::tie).then(|| cell::<String>(r, 6)).flatten();
+            let version = matches!(outcome, Outcome::Stale | Outcome::Tie).then(|| cell::<String>(r, 6)).flatten();
             results.push((pos, outcome, version));
         }
         if skipped.is_empty() {
@@ -201,7 +203,7 @@ fn upsert_group(
         }
         // Kept rows that a row-level security policy hides from this role.
         for (&pos, _) in skipped.iter().zip(found).filter(|(_, f)| !f) {
-            results.push((pos, safe_upsert_outcome::stale, None));
+            results.push((pos, Outcome::Stale, None));
         }
     }
     results
@@ -218,12 +220,12 @@ fn compare(
     same_version: Option<bool>,
     same_values: Option<bool>,
     superseded: bool,
-) -> safe_upsert_outcome {
+) -> Outcome {
     match (same_version, same_values) {
-        (Some(true), Some(true)) => safe_upsert_outcome::duplicate,
-        (Some(true), _) if superseded => safe_upsert_outcome::stale,
+        (Some(true), Some(true)) => Outcome::Duplicate,
+        (Some(true), _) if superseded => Outcome::Stale,
         (Some(true), _) if on_tie == OnTie::Error => at_row(pos, || error::version_tie(&plan.table, &key_text(plan, row))),
-        (Some(true), _) => safe_upsert_outcome::tie,
-        _ => safe_upsert_outcome::stale,
+        (Some(true), _) => Outcome::Tie,
+        _ => Outcome::Stale,
     }
 }

@@ -5,6 +5,7 @@ mod batch;
 mod catalog;
 mod input;
 mod json_text;
+mod outcome;
 pub mod plan_cache;
 mod single;
 pub mod statement;
@@ -18,18 +19,9 @@ use pgrx::{AnyArray, JsonB};
 use serde_json::{Map, Value};
 
 use crate::error;
+pub use outcome::register_invalidation_callback as register_outcome_invalidation;
 use statement::OnTie;
 
-/// What happened to one row. The labels are part of the SQL API.
-#[derive(PostgresEnum, Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(non_camel_case_types)]
-pub enum safe_upsert_outcome {
-    inserted,
-    updated,
-    stale,
-    duplicate,
-    tie,
-}
 
 #[pg_extern(sql = false)]
 fn safe_upsert_one(
@@ -38,7 +30,7 @@ fn safe_upsert_one(
     version_col: Option<&CStr>,
     conflict_cols: Option<AnyArray>,
     on_tie: Option<&str>,
-) -> safe_upsert_outcome {
+) -> pg_sys::Oid {
     let args = Args::new(target, vec![name_arg(version_col, "version_col")], conflict_cols, on_tie);
     single::call(args, row)
 }
@@ -50,7 +42,7 @@ fn safe_upsert_multi(
     version_cols: Option<AnyArray>,
     conflict_cols: Option<AnyArray>,
     on_tie: Option<&str>,
-) -> safe_upsert_outcome {
+) -> pg_sys::Oid {
     let args = Args::new(target, version_names(version_cols), conflict_cols, on_tie);
     single::call(args, row)
 }
@@ -62,7 +54,7 @@ fn safe_upsert_many_one(
     version_col: Option<&CStr>,
     conflict_cols: Option<AnyArray>,
     on_tie: Option<&str>,
-) -> TableIterator<'static, (name!(ord, i32), name!(outcome, safe_upsert_outcome))> {
+) -> TableIterator<'static, (name!(ord, i32), name!(outcome, pg_sys::Oid))> {
     let args = Args::new(target, vec![name_arg(version_col, "version_col")], conflict_cols, on_tie);
     TableIterator::new(batch::call(args, rows))
 }
@@ -74,7 +66,7 @@ fn safe_upsert_many_multi(
     version_cols: Option<AnyArray>,
     conflict_cols: Option<AnyArray>,
     on_tie: Option<&str>,
-) -> TableIterator<'static, (name!(ord, i32), name!(outcome, safe_upsert_outcome))> {
+) -> TableIterator<'static, (name!(ord, i32), name!(outcome, pg_sys::Oid))> {
     let args = Args::new(target, version_names(version_cols), conflict_cols, on_tie);
     TableIterator::new(batch::call(args, rows))
 }
@@ -114,7 +106,7 @@ COMMENT ON FUNCTION safe_upsert_many(regclass, jsonb, name[], name[], text) IS
   'safe_upsert for every object of a JSON array, set-based, with several version columns compared in order.';
 "#,
     name = "safe_upsert_functions",
-    requires = [safe_upsert_outcome],
+    requires = ["safe_upsert_outcome"],
 );
 
 /// The arguments every entry point takes, checked.

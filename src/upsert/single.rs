@@ -8,10 +8,12 @@ use serde_json::{Map, Value};
 use super::plan_cache::{self, Plan};
 use super::statement::OnTie;
 use super::tracking::{self, PlanSeen};
-use super::{as_object, input, open_table, safe_upsert_outcome, Args};
+use super::outcome::Outcome;
+use super::{as_object, input, open_table, Args};
 use crate::error;
 
-pub fn call(args: Args, row: Option<JsonB>) -> safe_upsert_outcome {
+/// The outcome, as the OID of its SQL enum label.
+pub fn call(args: Args, row: Option<JsonB>) -> pg_sys::Oid {
     let JsonB(row) = row.unwrap_or_else(|| error::null_argument("row"));
     let seen = PlanSeen::default();
     tracking::guard(args.relid, &seen, Some(&row), || {
@@ -23,14 +25,14 @@ pub fn call(args: Args, row: Option<JsonB>) -> safe_upsert_outcome {
             *seen.borrow_mut() = Some(plan.clone());
             let (outcome, stored_version) = upsert_row(&plan, on_tie, row);
             tracking::record(&plan, outcome, row, stored_version);
-            outcome
+            outcome.to_oid(client)
         })
     })
 }
 
 /// Runs the plan for one row. Returns the outcome and, when the stored row was kept, its
 /// version as JSON text.
-pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (safe_upsert_outcome, Option<String>) {
+pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outcome, Option<String>) {
     let (mut values, nulls) = input::convert(plan, row);
     let run = |stmt: pg_sys::SPIPlanPtr, values: &mut Vec<pg_sys::Datum>| unsafe {
         // SAFETY: inside an SPI connection; values and nulls have one entry per parameter.
@@ -43,20 +45,20 @@ pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (safe
     for _ in 0..3 {
         if run(plan.upsert, &mut values) == 1 {
             let inserted = unsafe { cell::<bool>(0, 1) } == Some(true);
-            return (if inserted { safe_upsert_outcome::inserted } else { safe_upsert_outcome::updated }, None);
+            return (if inserted { Outcome::Inserted } else { Outcome::Updated }, None);
         }
         if let Some(update) = plan.update {
             if run(update, &mut values) == 1 {
-                return (safe_upsert_outcome::updated, None);
+                return (Outcome::Updated, None);
             }
         }
         if run(plan.classify, &mut values) == 1 {
             // SAFETY: classify returned one row of (bool, bool, text).
             let outcome = match unsafe { (cell::<bool>(0, 1), cell::<bool>(0, 2)) } {
-                (Some(true), Some(true)) => safe_upsert_outcome::duplicate,
+                (Some(true), Some(true)) => Outcome::Duplicate,
                 (Some(true), _) if on_tie == OnTie::Error => error::version_tie(&plan.table, &key_text(plan, row)),
-                (Some(true), _) => safe_upsert_outcome::tie,
-                _ => safe_upsert_outcome::stale,
+                (Some(true), _) => Outcome::Tie,
+                _ => Outcome::Stale,
             };
             return (outcome, unsafe { cell::<String>(0, 3) });
         }
@@ -65,7 +67,7 @@ pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (safe
         }
     }
     // The stored row exists (the write found it) but a row-level security policy hides it.
-    (safe_upsert_outcome::stale, None)
+    (Outcome::Stale, None)
 }
 
 /// Column `col` (1-based) of result row `row` (0-based) of the last SPI statement.

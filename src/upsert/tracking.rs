@@ -9,20 +9,20 @@ use pgrx::prelude::*;
 use serde_json::{Map, Value};
 
 use super::plan_cache::Plan;
-use super::safe_upsert_outcome;
+use super::outcome::Outcome;
 use crate::error;
 use crate::stats::{self, Counter, LogRecord};
 
 /// The plan a call was using, for describing its failure.
 pub type PlanSeen = RefCell<Option<Rc<Plan>>>;
 
-fn counter(outcome: safe_upsert_outcome) -> Counter {
+fn counter(outcome: Outcome) -> Counter {
     match outcome {
-        safe_upsert_outcome::inserted => Counter::Inserted,
-        safe_upsert_outcome::updated => Counter::Updated,
-        safe_upsert_outcome::stale => Counter::Stale,
-        safe_upsert_outcome::duplicate => Counter::Duplicate,
-        safe_upsert_outcome::tie => Counter::Tie,
+        Outcome::Inserted => Counter::Inserted,
+        Outcome::Updated => Counter::Updated,
+        Outcome::Stale => Counter::Stale,
+        Outcome::Duplicate => Counter::Duplicate,
+        Outcome::Tie => Counter::Tie,
     }
 }
 
@@ -42,7 +42,7 @@ pub fn guard<R>(relid: pg_sys::Oid, plan: &PlanSeen, row: Option<&Value>, work: 
 }
 
 /// Counts one row's outcome and, for a conflict, queues its description for the log.
-pub fn record(plan: &Plan, outcome: safe_upsert_outcome, row: &Map<String, Value>, stored_version: Option<String>) {
+pub fn record(plan: &Plan, outcome: Outcome, row: &Map<String, Value>, stored_version: Option<String>) {
     if !stats::tracking() {
         return;
     }
