@@ -11,6 +11,7 @@ use super::payload::{self, Detail, Notice};
 use super::queue::{merge, Batch, Queue};
 use crate::gucs::{self, Payload};
 use crate::stats;
+use crate::upsert::catalog;
 
 /// How long a notifier waits for more events before it disconnects.
 const LINGER: Duration = Duration::from_secs(1);
@@ -154,18 +155,7 @@ fn send(batch: &Batch) -> u64 {
             };
             let mut sent = 0;
             for e in &merged {
-                let table: Option<String> = client
-                    .select(
-                        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) \
-                         FROM pg_catalog.pg_class c \
-                         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
-                         WHERE c.oid OPERATOR(pg_catalog.=) $1",
-                        Some(1),
-                        &[pg_sys::Oid::from(e.relid).into()],
-                    )
-                    .and_then(|t| t.first().get_one())
-                    .ok()
-                    .flatten();
+                let table = catalog::qualified_table_name(client, pg_sys::Oid::from(e.relid));
                 let Some(table) = table else { continue }; // dropped since
                 let logged = (full && e.count == 1 && e.first_id != 0).then(|| stats::conflict_by_id(e.first_id)).flatten();
                 let notice = Notice {

@@ -37,22 +37,27 @@ struct Attr {
     type_name: String,
 }
 
-/// `schema.table`, quoted where needed: used both in messages and in generated SQL. Like every
-/// query here, it qualifies each operator, function and type, so the caller's search_path
-/// cannot change what it reads.
+/// The one text value a catalog query returns for an OID, if any. Like every query here, the
+/// SQL qualifies each operator, function and type, so the caller's search_path cannot change
+/// what it reads.
+fn text_for_oid(client: &SpiClient<'_>, sql: &str, oid: pg_sys::Oid) -> Option<String> {
+    client.select(sql, Some(1), &[oid.into()]).and_then(|t| t.first().get_one::<String>()).ok().flatten()
+}
+
+/// `schema.table`, quoted where needed: used both in messages and in generated SQL.
+pub fn qualified_table_name(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Option<String> {
+    text_for_oid(
+        client,
+        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+         WHERE c.oid OPERATOR(pg_catalog.=) $1",
+        relid,
+    )
+}
+
+/// `qualified_table_name`, or the documented error when the table does not exist.
 pub fn table_name(client: &SpiClient<'_>, relid: pg_sys::Oid) -> String {
-    client
-        .select(
-            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) \
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
-             WHERE c.oid OPERATOR(pg_catalog.=) $1",
-            Some(1),
-            &[relid.into()],
-        )
-        .and_then(|t| t.first().get_one::<String>())
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| error::table_missing(relid.to_u32()))
+    qualified_table_name(client, relid).unwrap_or_else(|| error::table_missing(relid.to_u32()))
 }
 
 fn attributes(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Vec<Attr> {
@@ -106,17 +111,14 @@ fn arbiter_indexes(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Vec<(bool, Vec
 
 /// `OPERATOR(schema.op)` for an operator OID.
 fn qualified_operator(client: &SpiClient<'_>, opr: pg_sys::Oid) -> String {
-    client
-        .select(
-            "SELECT pg_catalog.format('OPERATOR(%I.%s)', n.nspname, o.oprname) \
-             FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) o.oprnamespace \
-             WHERE o.oid OPERATOR(pg_catalog.=) $1",
-            Some(1),
-            &[opr.into()],
-        )
-        .and_then(|t| t.first().get_one::<String>())
-        .expect("reading pg_operator")
-        .expect("operator exists")
+    text_for_oid(
+        client,
+        "SELECT pg_catalog.format('OPERATOR(%I.%s)', n.nspname, o.oprname) \
+         FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) o.oprnamespace \
+         WHERE o.oid OPERATOR(pg_catalog.=) $1",
+        opr,
+    )
+    .expect("operator exists")
 }
 
 /// The (less-than, equal) operators of a type's default btree ordering, if it has one.

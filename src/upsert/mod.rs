@@ -2,7 +2,7 @@
 //! several, and what they share: argument checks, opening the table, the row's JSON.
 
 mod batch;
-mod catalog;
+pub mod catalog;
 mod input;
 mod json_text;
 mod outcome;
