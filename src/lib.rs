@@ -17,6 +17,11 @@ static mut PRELOADED: bool = false;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // pgrx appends a Rust backtrace to the DETAIL of errors passing through Rust when the
+    // server's environment asks for backtraces (RUST_BACKTRACE): clients must not see that.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     gucs::register();
     upsert::plan_cache::register_invalidation_callbacks();
     upsert::register_outcome_invalidation();
