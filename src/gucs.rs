@@ -2,7 +2,9 @@
 
 use std::ffi::CString;
 
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+use std::ffi::{c_char, c_void, CStr};
+
+use pgrx::{pg_guard, pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
 /// Prepared plans kept per backend (each a table + column set + options).
 pub static PLAN_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(64);
@@ -22,7 +24,7 @@ pub static NOTIFY_CHANNEL: GucSetting<Option<CString>> = GucSetting::<Option<CSt
 /// What a notification carries.
 pub static NOTIFY_PAYLOAD: GucSetting<Payload> = GucSetting::<Payload>::new(Payload::Minimal);
 /// Events each database can have waiting for its notifier.
-pub static QUEUE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
+pub static QUEUE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(256);
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Payload {
@@ -87,14 +89,22 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::default(),
     );
-    GucRegistry::define_string_guc(
-        c"safe_upsert.notify_channel",
-        c"The channel conflict notifications are sent on.",
-        c"",
-        &NOTIFY_CHANNEL,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
+    // With a check hook, so that a name NOTIFY would refuse never reaches the workers.
+    // SAFETY: the setting is a static that lives as long as the library.
+    unsafe {
+        pg_sys::DefineCustomStringVariable(
+            c"safe_upsert.notify_channel".as_ptr(),
+            c"The channel conflict notifications are sent on.".as_ptr(),
+            c"A channel name: not empty, shorter than 64 bytes.".as_ptr(),
+            NOTIFY_CHANNEL.as_ptr(),
+            c"safe_upsert".as_ptr(),
+            pg_sys::GucContext::PGC_SIGHUP,
+            0,
+            Some(check_channel),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_enum_guc(
         c"safe_upsert.notify_payload",
         c"What a conflict notification carries: minimal (no row data) or full (adds key and versions).",
@@ -113,4 +123,11 @@ pub fn register() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+}
+
+/// A channel name that NOTIFY accepts: not empty, shorter than an identifier's limit.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_channel(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    let name = if (*newval).is_null() { &[][..] } else { CStr::from_ptr(*newval).to_bytes() };
+    !name.is_empty() && name.len() < pg_sys::NAMEDATALEN as usize
 }

@@ -34,9 +34,8 @@ What the tests pin down:
     crash;
   - the server log shows no errors from all of the above.
 
-Known bugs, as strict xfails (they fail loudly once fixed, so that the marker goes): a prepared
-transaction is notified at PREPARE; an unusable channel name is accepted; a 7th busy database
-starves; a 17th database never hears of its dropped events.
+Also: a prepared transaction is notified only once committed; an unusable channel name is
+refused; a few busy databases do not starve another; a 17th database is notified too.
 """
 
 import json
@@ -528,11 +527,6 @@ def test_rolled_back_conflicts_send_nothing(pg, client):
     assert [r["key"] for r in rows if r["table"] == table] == [{"k": 4}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: outcomes are published at PREPARE TRANSACTION (stats/mod.rs on_xact), so the "
-    "conflict is notified before COMMIT PREPARED, and even when it is rolled back",
-)
 def test_prepared_transaction_notified_only_when_committed(pg):
     table, marker = pg.table(), pg.table()
     listener = pg.listen()
@@ -654,13 +648,6 @@ def test_channel_changes_on_reload(pg, settings):
     assert new.about(table, "tie") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: safe_upsert.notify_channel has no check hook; '' or a name of 64+ bytes is "
-    "accepted, and after the reload every notifier fails in pg_notify (channel name cannot be "
-    "empty / too long), exits, and is started again at once by the launcher: a restart loop "
-    "(~12 a second, each with a Rust backtrace in the log) and nothing is sent until it is fixed",
-)
 @pytest.mark.parametrize("channel", ["", "c" * 64], ids=["empty", "64_bytes"])
 def test_invalid_channel_is_refused(srv, channel):
     """ALTER SYSTEM should refuse a channel pg_notify cannot use. Never reloaded here: the value
@@ -875,13 +862,6 @@ def busy_databases(server, names, stop, period=0.2):
     return thread
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: one notifier per database, each a dynamic background worker; with the default "
-    "max_worker_processes = 8 (launcher and logical replication launcher take 2) only 6 run at "
-    "once, and a notifier stays as long as its database has conflicts: a 7th database is not "
-    "notified at all while 6 others stay busy, and nothing says so (no log line, no overflow)",
-)
 def test_busy_databases_do_not_starve_another(side):
     """Six databases with a conflict every 0.2 s; a seventh's conflict still arrives within 5 s."""
     names = [f"d{i:02}" for i in range(1, 7)]
@@ -904,12 +884,6 @@ def test_busy_databases_do_not_starve_another(side):
         until(lambda: not workers(side).keys() - set(launcher_pids(side)), 5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the queue has slots for 16 databases (queue::MAX_DATABASES); a 17th database's "
-    "events are dropped and counted in notify_events_dropped, but with no slot to record the "
-    "loss, its listeners never get the overflow notification that tells them to resync",
-)
 def test_seventeenth_database_hears_of_its_dropped_events(side):
     names = [f"d{i:02}" for i in range(1, 18)]
     session = Session(side)
@@ -1050,9 +1024,10 @@ def test_notified_after_crash_recovery(srv):
 def test_server_log_is_clean(srv):
     """Runs last: nothing above left an error, a panic or a warning in the server log."""
     bad = re.compile(r"\b(ERROR|FATAL|PANIC|WARNING):|panicked")
-    # expected: what the crash test causes, and a listener closed while a notification was
-    # on its way to it
+    # expected: what the crash test causes, a listener closed while a notification was on its
+    # way to it, and the channel names the invalid-channel test has refused
     expected = re.compile(r"terminating connection because of crash of another server process|"
+                          r"invalid value for parameter \"safe_upsert.notify_channel\"|"
                           r"the database system is in recovery mode|database system was not properly shut down|"
                           r"connection to client lost")
     lines = [line for line in srv.log_text().splitlines() if bad.search(line) and not expected.search(line)]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64, Ordering::Relaxed};
 use pgrx::pg_sys;
 
 /// Databases that can have events queued at once.
-pub const MAX_DATABASES: usize = 16;
+pub const MAX_DATABASES: usize = 64;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[repr(C)]
@@ -181,6 +181,16 @@ impl Queue {
                     Orphan { dbid: (*s).dbid }
                 })
                 .collect()
+        })
+    }
+
+    /// Whether another database has events and no worker: then a long-running notifier makes
+    /// room, so that a few busy databases cannot hold every worker slot.
+    pub fn others_waiting(&self, dbid: u32) -> bool {
+        self.with_lock(|| unsafe {
+            (0..MAX_DATABASES).map(|i| self.slot(i)).any(|s| {
+                (*s).dbid != 0 && (*s).dbid != dbid && (*s).worker_pid == 0 && ((*s).tail > (*s).head || (*s).dropped > 0)
+            })
         })
     }
 

@@ -2,6 +2,7 @@
 //! notifiers it starts: one per database that has events queued, which sends them and leaves
 //! after a second without work, so that it never holds up DROP DATABASE for long.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker, SignalWakeFlags};
@@ -17,6 +18,11 @@ use crate::upsert::catalog;
 const LINGER: Duration = Duration::from_secs(1);
 /// How often the launcher looks for databases left without a notifier.
 const LAUNCHER_NAP: Duration = Duration::from_millis(500);
+/// How long the launcher waits before starting a database's notifier again, so that one that
+/// keeps failing does not flood the log.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
+/// How long a notifier keeps working while other databases wait for one.
+const FAIR_SHARE: Duration = Duration::from_secs(1);
 /// Events one notifier transaction sends at most.
 const BATCH: usize = 10_000;
 
@@ -56,6 +62,7 @@ pub extern "C-unwind" fn pg_safeupsert_launcher_main(_arg: pg_sys::Datum) {
     let q = queue();
     q.register_launcher(my_latch());
     let mut started: Vec<(u32, DynamicBackgroundWorker)> = Vec::new();
+    let mut last_start: HashMap<u32, Instant> = HashMap::new();
     loop {
         reload_config_if_asked();
         // Forget notifiers that have stopped; one that never attached frees its request.
@@ -67,7 +74,15 @@ pub extern "C-unwind" fn pg_safeupsert_launcher_main(_arg: pg_sys::Datum) {
                 false
             }
         });
-        for orphan in q.orphans() {
+        // Databases that waited longest since their last notifier first.
+        let mut orphans = q.orphans();
+        orphans.sort_by_key(|o| last_start.get(&o.dbid).copied());
+        for orphan in orphans {
+            if last_start.get(&orphan.dbid).is_some_and(|t| t.elapsed() < RESTART_PAUSE) {
+                q.start_failed(orphan.dbid); // asked again after the pause
+                continue;
+            }
+            last_start.insert(orphan.dbid, Instant::now());
             match start_notifier(orphan.dbid) {
                 Some(w) => started.push((orphan.dbid, w)),
                 None => q.start_failed(orphan.dbid),
@@ -115,6 +130,7 @@ pub extern "C-unwind" fn pg_safeupsert_notifier_main(arg: pg_sys::Datum) {
     if !q.attach_worker(dbid, unsafe { pg_sys::MyProcPid }, my_latch()) {
         return;
     }
+    let started = Instant::now();
     let mut idle_since = Instant::now();
     loop {
         reload_config_if_asked();
@@ -130,13 +146,16 @@ pub extern "C-unwind" fn pg_safeupsert_notifier_main(arg: pg_sys::Datum) {
         q.consume(dbid, &batch, unsafe { pg_sys::GetCurrentTimestamp() });
         q.header.sent.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
         idle_since = Instant::now();
+        if started.elapsed() >= FAIR_SHARE && q.others_waiting(dbid) {
+            break; // the launcher starts another for what is left here
+        }
     }
 }
 
 /// One notification per (table, kind) in the batch, plus one for overflow; all in one
 /// transaction. Returns how many were sent.
 fn send(batch: &Batch) -> u64 {
-    let channel = gucs::NOTIFY_CHANNEL.get().and_then(|c| c.into_string().ok()).unwrap_or_else(|| "safe_upsert".into());
+    let channel = gucs::NOTIFY_CHANNEL.get().and_then(|c| c.into_string().ok()).unwrap_or_default();
     let full = gucs::NOTIFY_PAYLOAD.get() == Payload::Full;
     let dropped = batch.dropped;
     let merged = merge(&batch.events);

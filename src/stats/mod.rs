@@ -93,8 +93,8 @@ pub fn failed(relid: pg_sys::Oid, counter: Counter, conflict: Option<LogRecord>)
     shared.add(dbid, relid.to_u32(), &counts, conflict_at, now);
 }
 
-/// Publishes what the committed transaction did.
-fn publish() {
+/// Publishes what the committed (or prepared) transaction did; only a commit is notified.
+fn publish(notify: bool) {
     let taken = PENDING.with(|p| {
         let mut p = p.borrow_mut();
         (!p.is_empty()).then(|| p.take())
@@ -122,15 +122,19 @@ fn publish() {
         let conflicted = counts[Counter::Stale as usize] + counts[Counter::Tie as usize] > 0;
         shared.add(dbid, relid, &counts, if conflicted { last.or(Some(now)) } else { None }, now);
     }
-    crate::notify::committed(dbid, &events);
+    if notify {
+        crate::notify::committed(dbid, &events);
+    }
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
     match event {
-        // PREPARE: the backend loses sight of a prepared transaction, so its outcomes count now.
-        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PREPARE => publish(),
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => publish(true),
+        // The backend loses sight of a prepared transaction, so its outcomes count now; but it
+        // is not committed yet, so nothing is notified.
+        XACT_EVENT_PREPARE => publish(false),
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => PENDING.with(|p| p.borrow_mut().clear()),
         _ => {}
     }
