@@ -109,11 +109,16 @@ fn batch_plan(plan: &Plan) -> &BatchPlan {
     })
 }
 
-/// The batch statements' parameters for the rows at `positions`: their 1-based positions, then
-/// one array per sent column.
-fn arrays(plan: &Plan, batch: &BatchPlan, rows: &[&Map<String, Value>], positions: &[usize]) -> Vec<pg_sys::Datum> {
+/// A group's rows converted once: per sent column, the values and null flags, in the order of
+/// `positions`.
+struct Converted<'a> {
+    positions: &'a [usize],
+    columns: Vec<(Vec<pg_sys::Datum>, Vec<bool>)>,
+}
+
+fn convert_group<'a>(plan: &Plan, rows: &[&Map<String, Value>], positions: &'a [usize]) -> Converted<'a> {
     let n = positions.len();
-    let mut columns: Vec<(Vec<pg_sys::Datum>, Vec<bool>)> = vec![(Vec::with_capacity(n), Vec::with_capacity(n)); plan.columns.len()];
+    let mut columns = vec![(Vec::with_capacity(n), Vec::with_capacity(n)); plan.columns.len()];
     for &pos in positions {
         let (values, nulls) = at_row(pos, || input::convert(plan, rows[pos]));
         for (c, (v, null)) in columns.iter_mut().zip(values.into_iter().zip(nulls)) {
@@ -121,9 +126,17 @@ fn arrays(plan: &Plan, batch: &BatchPlan, rows: &[&Map<String, Value>], position
             c.1.push(null == NULL);
         }
     }
-    let ords: Vec<pg_sys::Datum> = positions.iter().map(|&p| pg_sys::Datum::from(p as i32 + 1)).collect();
-    let mut params = vec![array(ords, vec![false; n], (pg_sys::INT4OID, 4, true, b'i' as std::ffi::c_char))];
-    for (((values, nulls), &(_, len, byval, align)), col) in columns.into_iter().zip(&batch.arrays).zip(&plan.columns) {
+    Converted { positions, columns }
+}
+
+/// The batch statements' parameters for the converted rows at `picks` (indexes into
+/// `positions`): their 1-based positions, then one array per sent column.
+fn params(plan: &Plan, batch: &BatchPlan, rows: &Converted<'_>, picks: &[usize]) -> Vec<pg_sys::Datum> {
+    let ords: Vec<pg_sys::Datum> = picks.iter().map(|&i| pg_sys::Datum::from(rows.positions[i] as i32 + 1)).collect();
+    let mut params = vec![array(ords, vec![false; picks.len()], (pg_sys::INT4OID, 4, true, b'i' as std::ffi::c_char))];
+    for (((values, nulls), &(_, len, byval, align)), col) in rows.columns.iter().zip(&batch.arrays).zip(&plan.columns) {
+        let values = picks.iter().map(|&i| values[i]).collect();
+        let nulls = picks.iter().map(|&i| nulls[i]).collect();
         params.push(array(values, nulls, (col.meta.typid, len, byval, align)));
     }
     params
@@ -158,7 +171,9 @@ fn upsert_group(
     positions: &[usize],
 ) -> Vec<(usize, Outcome, Option<String>)> {
     let batch = batch_plan(plan);
-    let mut params = arrays(plan, batch, rows, positions);
+    let converted = convert_group(plan, rows, positions);
+    let all: Vec<usize> = (0..positions.len()).collect();
+    let mut params = params(plan, batch, &converted, &all);
     let not_null = vec![input::NOT_NULL; params.len()];
     let mut results = Vec::with_capacity(positions.len());
     let mut skipped = Vec::new();
@@ -189,7 +204,9 @@ fn upsert_group(
             return results;
         }
         skipped.sort_unstable();
-        let mut params = arrays(plan, batch, rows, &skipped);
+        // positions are ascending within a group, so each skipped row's index is found by search
+        let picks: Vec<usize> = skipped.iter().map(|p| positions.binary_search(p).expect("a row of this group")).collect();
+        let mut params = self::params(plan, batch, &converted, &picks);
         let rc = pg_sys::SPI_execute_plan(batch.classify, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
         assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
         let mut found = vec![false; skipped.len()];
