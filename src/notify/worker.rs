@@ -12,7 +12,6 @@ use super::payload::{self, Detail, Notice};
 use super::queue::{merge, Batch, Queue};
 use crate::gucs::{self, Payload};
 use crate::stats;
-use crate::upsert::catalog;
 
 /// How long a notifier waits for more events before it disconnects.
 const LINGER: Duration = Duration::from_secs(1);
@@ -169,45 +168,59 @@ fn send(batch: &Batch) -> u64 {
     let full = gucs::NOTIFY_PAYLOAD.get() == Payload::Full;
     let dropped = batch.dropped;
     let merged = merge(&batch.events);
+    // Catalog lookups through the syscache and pg_notify called directly: no SQL to parse and
+    // plan for each notification.
     BackgroundWorker::transaction(move || {
-        Spi::connect(|client| {
-            let database: String = client
-                .select("SELECT pg_catalog.current_database()::pg_catalog.text", Some(1), &[])
-                .and_then(|t| t.first().get_one())
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            let notify = |text: String| {
-                client
-                    .select("SELECT pg_catalog.pg_notify($1, $2)", None, &[channel.as_str().into(), text.as_str().into()])
-                    .expect("pg_notify");
+        let database = unsafe { owned(pg_sys::get_database_name(pg_sys::MyDatabaseId)) }.unwrap_or_default();
+        let notify = |text: String| unsafe {
+            pgrx::direct_function_call_as_datum(
+                pg_sys::pg_notify,
+                &[channel.as_str().into_datum(), text.as_str().into_datum()],
+            );
+        };
+        let mut sent = 0;
+        for e in &merged {
+            let Some(table) = table_name(pg_sys::Oid::from(e.relid)) else { continue }; // dropped since
+            let logged = (full && e.count == 1 && e.first_id != 0).then(|| stats::conflict_by_id(e.first_id)).flatten();
+            let notice = Notice {
+                database: &database,
+                table: &table,
+                kind: stats::kind_name(e.kind),
+                count: e.count,
+                first_id: (e.first_id != 0).then_some(e.first_id),
+                last_id: (e.last_id != 0).then_some(e.last_id),
+                detail: logged.as_ref().map(|c| Detail {
+                    key: &c.key,
+                    stored_version: c.stored_version.as_deref(),
+                    incoming_version: &c.incoming_version,
+                }),
             };
-            let mut sent = 0;
-            for e in &merged {
-                let table = catalog::qualified_table_name(client, pg_sys::Oid::from(e.relid));
-                let Some(table) = table else { continue }; // dropped since
-                let logged = (full && e.count == 1 && e.first_id != 0).then(|| stats::conflict_by_id(e.first_id)).flatten();
-                let notice = Notice {
-                    database: &database,
-                    table: &table,
-                    kind: stats::kind_name(e.kind),
-                    count: e.count,
-                    first_id: (e.first_id != 0).then_some(e.first_id),
-                    last_id: (e.last_id != 0).then_some(e.last_id),
-                    detail: logged.as_ref().map(|c| Detail {
-                        key: &c.key,
-                        stored_version: c.stored_version.as_deref(),
-                        incoming_version: &c.incoming_version,
-                    }),
-                };
-                notify(notice.to_json());
-                sent += 1;
-            }
-            if dropped > 0 {
-                notify(payload::overflow(&database, dropped));
-                sent += 1;
-            }
-            sent
-        })
+            notify(notice.to_json());
+            sent += 1;
+        }
+        if dropped > 0 {
+            notify(payload::overflow(&database, dropped));
+            sent += 1;
+        }
+        sent
     })
+}
+
+/// A palloc'd C string from the catalog, copied; None for NULL (the object is gone).
+unsafe fn owned(s: *const std::ffi::c_char) -> Option<String> {
+    (!s.is_null()).then(|| std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned())
+}
+
+/// `schema.table`, each part quoted where needed, as `quote_ident` does; None if dropped.
+fn table_name(relid: pg_sys::Oid) -> Option<String> {
+    // SAFETY: syscache lookups inside a transaction; quote_identifier returns its input or a
+    // palloc'd copy.
+    unsafe {
+        let rel = pg_sys::get_rel_name(relid);
+        let nsp = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        if rel.is_null() || nsp.is_null() {
+            return None;
+        }
+        Some(format!("{}.{}", owned(pg_sys::quote_identifier(nsp))?, owned(pg_sys::quote_identifier(rel))?))
+    }
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::catalog;
 use super::input::{self, NULL};
-use super::plan_cache::{self, prepare, BatchPlan, Plan};
+use super::plan_cache::{self, prepare_custom, BatchPlan, Plan};
 use super::single::{cell, key_text, upsert_row};
 use super::statement::OnTie;
 use super::tracking::{self, PlanSeen};
@@ -102,8 +102,8 @@ fn batch_plan(plan: &Plan) -> &BatchPlan {
             argtypes.push(array);
         }
         BatchPlan {
-            upsert: prepare(&plan.shape.batch_upsert_sql(), &mut argtypes),
-            classify: prepare(&plan.shape.batch_classify_sql(), &mut argtypes),
+            upsert: prepare_custom(&plan.shape.batch_upsert_sql(), &mut argtypes),
+            classify: prepare_custom(&plan.shape.batch_classify_sql(), &mut argtypes),
             arrays,
         }
     })

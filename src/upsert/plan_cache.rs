@@ -71,10 +71,20 @@ impl Drop for Plan {
 }
 
 pub fn prepare(sql: &str, argtypes: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+    prepare_with(sql, argtypes, 0)
+}
+
+/// `prepare` for statements over arrays of rows: planned for each call's arrays, since a generic
+/// plan, blind to their size, picks nested loops that cost far more than planning.
+pub fn prepare_custom(sql: &str, argtypes: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+    prepare_with(sql, argtypes, pg_sys::CURSOR_OPT_CUSTOM_PLAN as i32)
+}
+
+fn prepare_with(sql: &str, argtypes: &mut [pg_sys::Oid], options: i32) -> pg_sys::SPIPlanPtr {
     let sql = CString::new(sql).expect("generated SQL has no NUL");
     // SAFETY: called inside an SPI connection; errors in parse analysis raise ERROR.
     unsafe {
-        let plan = pg_sys::SPI_prepare(sql.as_ptr(), argtypes.len() as i32, argtypes.as_mut_ptr());
+        let plan = pg_sys::SPI_prepare_cursor(sql.as_ptr(), argtypes.len() as i32, argtypes.as_mut_ptr(), options);
         assert!(!plan.is_null(), "SPI_prepare failed");
         assert_eq!(pg_sys::SPI_keepplan(plan), 0, "SPI_keepplan failed");
         plan
