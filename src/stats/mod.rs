@@ -85,11 +85,15 @@ pub fn failed(relid: pg_sys::Oid, counter: Counter, conflict: Option<LogRecord>)
     counts[counter as usize] = 1;
     let now = now();
     let dbid = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    if let Some(mut c) = conflict {
-        stamp(&mut c);
-        shared.log(&c);
-    }
-    let conflict_at = (counter == Counter::UniqueViolations).then_some(now);
+    // A unique violation is a conflict, logged or not; its time is the logged row's.
+    let conflict_at = match conflict {
+        Some(mut c) => {
+            stamp(&mut c);
+            shared.log(&c);
+            Some(c.occurred_at)
+        }
+        None => (counter == Counter::UniqueViolations).then_some(now),
+    };
     shared.add(dbid, relid.to_u32(), &counts, conflict_at, now);
 }
 
