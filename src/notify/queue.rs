@@ -83,11 +83,6 @@ pub struct Batch {
     pub dropped: u64,
 }
 
-/// A database that has events and no worker.
-pub struct Orphan {
-    pub dbid: u32,
-}
-
 impl Queue {
     /// # Safety
     /// `base` points to `size(capacity)` bytes of shared memory, zeroed when `fresh`.
@@ -169,7 +164,7 @@ impl Queue {
     }
 
     /// Databases with events and no worker; each is marked as starting.
-    pub fn orphans(&self) -> Vec<Orphan> {
+    pub fn orphans(&self) -> Vec<u32> {
         self.with_lock(|| unsafe {
             (0..MAX_DATABASES)
                 .map(|i| self.slot(i))
@@ -178,7 +173,7 @@ impl Queue {
                 })
                 .map(|s| {
                     (*s).starting = true;
-                    Orphan { dbid: (*s).dbid }
+                    (*s).dbid
                 })
                 .collect()
         })

@@ -80,16 +80,16 @@ pub extern "C-unwind" fn pg_safeupsert_launcher_main(_arg: pg_sys::Datum) {
         });
         // Databases that waited longest since their last notifier first.
         let mut orphans = q.orphans();
-        orphans.sort_by_key(|o| last_start.get(&o.dbid).copied());
-        for orphan in orphans {
-            if last_start.get(&orphan.dbid).is_some_and(|t| t.elapsed() < RESTART_PAUSE) {
-                q.start_failed(orphan.dbid); // asked again after the pause
+        orphans.sort_by_key(|dbid| last_start.get(dbid).copied());
+        for dbid in orphans {
+            if last_start.get(&dbid).is_some_and(|t| t.elapsed() < RESTART_PAUSE) {
+                q.start_failed(dbid); // asked again after the pause
                 continue;
             }
-            last_start.insert(orphan.dbid, Instant::now());
-            match start_notifier(orphan.dbid) {
-                Some(w) => started.push((orphan.dbid, w)),
-                None => q.start_failed(orphan.dbid),
+            last_start.insert(dbid, Instant::now());
+            match start_notifier(dbid) {
+                Some(w) => started.push((dbid, w)),
+                None => q.start_failed(dbid),
             }
         }
         if !BackgroundWorker::wait_latch(Some(LAUNCHER_NAP)) {

@@ -297,8 +297,8 @@ impl Shared {
             e.last_used.store(t.last_used, Relaxed);
         }
         self.header.clock.store(s.tables.iter().map(|t| t.last_used).max().unwrap_or(0) + 1, Relaxed);
-        for c in &s.conflicts {
-            if !self.log.is_empty() {
+        if !self.log.is_empty() {
+            for c in &s.conflicts {
                 self.write_slot(c.id, c);
             }
         }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::catalog;
 use super::input::{self, NULL};
 use super::plan_cache::{self, prepare_custom, BatchPlan, Plan};
-use super::single::{cell, key_text, upsert_row};
+use super::single::{cell, upsert_row};
 use super::statement::OnTie;
 use super::tracking::{self, PlanSeen};
 use super::outcome::Outcome;
@@ -86,7 +86,7 @@ fn at_row<R>(pos: usize, f: impl FnOnce() -> R) -> R {
 
 fn batch_plan(plan: &Plan) -> &BatchPlan {
     plan.batch.get_or_init(|| {
-        let mut arrays = Vec::with_capacity(plan.columns.len());
+        let mut elements = Vec::with_capacity(plan.columns.len());
         // SAFETY: plain syscache lookups on the columns' existing types.
         let mut argtypes = vec![unsafe { pg_sys::get_array_type(pg_sys::INT4OID) }];
         for col in &plan.columns {
@@ -96,15 +96,15 @@ fn batch_plan(plan: &Plan) -> &BatchPlan {
                 pg_sys::get_array_type(col.meta.typid)
             };
             if array == pg_sys::InvalidOid {
-                error::no_array_type(&plan.table, &col.meta.name);
+                error::no_array_type(plan.table(), &col.meta.name);
             }
-            arrays.push((array, len, byval, align));
+            elements.push((len, byval, align));
             argtypes.push(array);
         }
         BatchPlan {
             upsert: prepare_custom(&plan.shape.batch_upsert_sql(), &mut argtypes),
             classify: prepare_custom(&plan.shape.batch_classify_sql(), &mut argtypes),
-            arrays,
+            elements,
         }
     })
 }
@@ -134,7 +134,7 @@ fn convert_group<'a>(plan: &Plan, rows: &[&Map<String, Value>], positions: &'a [
 fn params(plan: &Plan, batch: &BatchPlan, rows: &Converted<'_>, picks: &[usize]) -> Vec<pg_sys::Datum> {
     let ords: Vec<pg_sys::Datum> = picks.iter().map(|&i| pg_sys::Datum::from(rows.positions[i] as i32 + 1)).collect();
     let mut params = vec![array(ords, vec![false; picks.len()], (pg_sys::INT4OID, 4, true, b'i' as std::ffi::c_char))];
-    for (((values, nulls), &(_, len, byval, align)), col) in rows.columns.iter().zip(&batch.arrays).zip(&plan.columns) {
+    for (((values, nulls), &(len, byval, align)), col) in rows.columns.iter().zip(&batch.elements).zip(&plan.columns) {
         let values = picks.iter().map(|&i| values[i]).collect();
         let nulls = picks.iter().map(|&i| nulls[i]).collect();
         params.push(array(values, nulls, (col.meta.typid, len, byval, align)));
@@ -241,7 +241,7 @@ fn compare(
     match (same_version, same_values) {
         (Some(true), Some(true)) => Outcome::Duplicate,
         (Some(true), _) if superseded => Outcome::Stale,
-        (Some(true), _) if on_tie == OnTie::Error => at_row(pos, || error::version_tie(&plan.table, &key_text(plan, row))),
+        (Some(true), _) if on_tie == OnTie::Error => at_row(pos, || error::version_tie(plan.table(), &plan.key_json(row).to_string())),
         (Some(true), _) => Outcome::Tie,
         _ => Outcome::Stale,
     }

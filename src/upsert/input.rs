@@ -26,8 +26,8 @@ pub fn convert(plan: &Plan, row: &Map<String, Value>) -> (Vec<pg_sys::Datum>, Ve
                 values.push(input_value(plan, col, &text));
                 nulls.push(NOT_NULL);
             }
-            None if plan.key.contains(&i) => error::key_missing(&plan.table, &col.meta.name),
-            None if plan.versions.contains(&i) => error::version_missing(&plan.table, &col.meta.name),
+            None if plan.is_key(i) => error::key_missing(plan.table(), &col.meta.name),
+            None if plan.is_version(i) => error::version_missing(plan.table(), &col.meta.name),
             None => {
                 values.push(pg_sys::Datum::from(0));
                 nulls.push(NULL);
@@ -39,7 +39,7 @@ pub fn convert(plan: &Plan, row: &Map<String, Value>) -> (Vec<pg_sys::Datum>, Ve
 
 /// Runs the column's input function, naming the column and table if it refuses the text.
 fn input_value(plan: &Plan, col: &InputColumn, text: &str) -> pg_sys::Datum {
-    let (table, column) = (&plan.table, &col.meta.name);
+    let (table, column) = (plan.table(), &col.meta.name);
     let cstr = CString::new(text).unwrap_or_else(|_| {
         error::invalid_value(table, column, PgSqlErrorCode::ERRCODE_UNTRANSLATABLE_CHARACTER, "text contains a NUL character", None)
     });

@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use pgrx::pg_sys;
 use pgrx::spi::SpiClient;
+use serde_json::{Map, Value};
 
 use super::catalog::{self, ColumnMeta, Request};
 use super::statement::Shape;
@@ -28,19 +29,15 @@ pub struct InputColumn {
 pub struct BatchPlan {
     pub upsert: pg_sys::SPIPlanPtr,
     pub classify: pg_sys::SPIPlanPtr,
-    /// per sent column: (array type, element length, by value, alignment)
-    pub arrays: Vec<(pg_sys::Oid, i16, bool, std::ffi::c_char)>,
+    /// per sent column: the element's (length, by value, alignment)
+    pub elements: Vec<(i16, bool, std::ffi::c_char)>,
 }
 
 pub struct Plan {
     pub relid: pg_sys::Oid,
     pub shape: Shape,
-    /// `schema.table`, for messages
-    pub table: String,
     /// in parameter order
     pub columns: Vec<InputColumn>,
-    pub key: Vec<usize>,
-    pub versions: Vec<usize>,
     /// the INSERT ... ON CONFLICT; for a partitioned table, the INSERT ... DO NOTHING
     pub upsert: pg_sys::SPIPlanPtr,
     /// for a partitioned table only, the UPDATE that follows a skipped insert
@@ -130,10 +127,7 @@ impl Plan {
             .collect();
         Plan {
             relid: req.relid,
-            table: shape.table.clone(),
             columns,
-            key: shape.key.iter().map(|k| k.index).collect(),
-            versions: shape.versions.iter().map(|v| v.index).collect(),
             shape,
             upsert,
             update,
@@ -142,6 +136,41 @@ impl Plan {
             memory,
             stale: Cell::new(false),
         }
+    }
+}
+
+impl Plan {
+    /// `schema.table`, for messages.
+    pub fn table(&self) -> &str {
+        &self.shape.table
+    }
+
+    pub fn is_key(&self, column: usize) -> bool {
+        self.shape.key.iter().any(|k| k.index == column)
+    }
+
+    pub fn is_version(&self, column: usize) -> bool {
+        self.shape.versions.iter().any(|v| v.index == column)
+    }
+
+    /// The row's key columns as a JSON object, for messages and the conflict log.
+    pub fn key_json(&self, row: &Map<String, Value>) -> Value {
+        let pick = |i: usize| {
+            let name = &self.columns[i].meta.name;
+            (name.clone(), row.get(name).cloned().unwrap_or(Value::Null))
+        };
+        Value::Object(self.shape.key.iter().map(|k| pick(k.index)).collect())
+    }
+
+    /// The row's version: its value, or an array of them for several version columns.
+    pub fn version_json(&self, row: &Map<String, Value>) -> Value {
+        let mut values: Vec<Value> = self
+            .shape
+            .versions
+            .iter()
+            .map(|v| row.get(&self.columns[v.index].meta.name).cloned().unwrap_or(Value::Null))
+            .collect();
+        if values.len() == 1 { values.remove(0) } else { Value::Array(values) }
     }
 }
 

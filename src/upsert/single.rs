@@ -56,7 +56,7 @@ pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outc
             // SAFETY: classify returned one row of (bool, bool, text).
             let outcome = match unsafe { (cell::<bool>(0, 1), cell::<bool>(0, 2)) } {
                 (Some(true), Some(true)) => Outcome::Duplicate,
-                (Some(true), _) if on_tie == OnTie::Error => error::version_tie(&plan.table, &key_text(plan, row)),
+                (Some(true), _) if on_tie == OnTie::Error => error::version_tie(plan.table(), &plan.key_json(row).to_string()),
                 (Some(true), _) => Outcome::Tie,
                 _ => Outcome::Stale,
             };
@@ -79,17 +79,4 @@ pub unsafe fn cell<T: FromDatum>(row: usize, col: i32) -> Option<T> {
     let mut isnull = false;
     let datum = pg_sys::SPI_getbinval(*(*table).vals.add(row), (*table).tupdesc, col, &mut isnull);
     T::from_datum(datum, isnull)
-}
-
-/// The row's key as JSON, for messages.
-pub fn key_text(plan: &Plan, row: &Map<String, Value>) -> String {
-    let key: Map<String, Value> = plan
-        .key
-        .iter()
-        .map(|&i| {
-            let name = &plan.columns[i].meta.name;
-            (name.clone(), row.get(name).cloned().unwrap_or(Value::Null))
-        })
-        .collect();
-    Value::Object(key).to_string()
 }

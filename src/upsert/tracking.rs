@@ -55,24 +55,12 @@ pub fn record(plan: &Plan, outcome: Outcome, row: &Map<String, Value>, stored_ve
 
 /// A conflict as the log shows it: no more than the key, the versions and the (cut) row.
 fn describe(plan: &Plan, row: &Map<String, Value>, kind: Counter, stored_version: Option<String>) -> LogRecord {
-    let pick = |indexes: &[usize]| -> Vec<(String, Value)> {
-        indexes
-            .iter()
-            .map(|&i| &plan.columns[i].meta.name)
-            .map(|n| (n.clone(), row.get(n).cloned().unwrap_or(Value::Null)))
-            .collect()
-    };
-    let versions: Vec<Value> = pick(&plan.versions).into_iter().map(|(_, v)| v).collect();
-    let incoming_version = match versions.as_slice() {
-        [one] => one.to_string(),
-        many => Value::Array(many.to_vec()).to_string(),
-    };
     LogRecord {
         relid: plan.relid.to_u32(),
         kind: kind as u8,
-        key: Value::Object(pick(&plan.key).into_iter().collect()).to_string(),
+        key: plan.key_json(row).to_string(),
         stored_version,
-        incoming_version,
+        incoming_version: plan.version_json(row).to_string(),
         incoming_row: stats::cut_row(row, 256, 1024),
         ..Default::default()
     }
