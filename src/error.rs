@@ -49,6 +49,12 @@ pub fn null_argument(arg: &str) -> ! {
     error(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("argument \"{arg}\" must not be null")).raise()
 }
 
+pub fn not_utf8() -> ! {
+    error(Code::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE, "pg_safeupsert reads JSON text as UTF-8, and this text is not")
+        .hint("Use pg_safeupsert in a database with UTF8 encoding.")
+        .raise()
+}
+
 pub fn table_missing(relid: u32) -> ! {
     error(Code::ERRCODE_UNDEFINED_TABLE, format!("relation with OID {relid} does not exist")).raise()
 }

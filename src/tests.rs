@@ -782,6 +782,36 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_trigger_calling_safe_upsert_inside_a_write_keeps_each_calls_outcomes_apart() {
+        // The inner calls run inside the outer write and keep stored rows too: every call must
+        // still tell its own rows' outcomes.
+        run(r#"
+            CREATE TABLE nest_inner (id int PRIMARY KEY, v int, val text);
+            INSERT INTO nest_inner SELECT g, 5, 'inner' FROM generate_series(1, 4) g;
+            CREATE TABLE nest_log (id int, outcome text);
+            CREATE TABLE nest_outer (id int PRIMARY KEY, v int, val text);
+            INSERT INTO nest_outer VALUES (1, 10, 'a'), (2, 10, 'a'), (3, 10, 'a');
+            CREATE FUNCTION nest_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                INSERT INTO nest_log SELECT NEW.id,
+                    safe_upsert('nest_inner', jsonb_build_object('id', NEW.id, 'v', 1, 'val', 'x'), 'v')::text;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER nest BEFORE INSERT ON nest_outer FOR EACH ROW EXECUTE FUNCTION nest_trigger();
+        "#);
+        assert_eq!(
+            text(r#"SELECT string_agg(outcome::text, ' ' ORDER BY ord) FROM safe_upsert_many('nest_outer',
+                    '[{"id": 1, "v": 9, "val": "b"}, {"id": 2, "v": 10, "val": "b"},
+                      {"id": 3, "v": 10, "val": "a"}, {"id": 4, "v": 1, "val": "b"}]', 'v')"#),
+            "stale tie duplicate inserted"
+        );
+        assert_eq!(upsert("nest_outer", r#"{"id": 2, "v": 10, "val": "c"}"#, "v"), "tie");
+        assert_eq!(upsert("nest_outer", r#"{"id": 3, "v": 10, "val": "a"}"#, "v"), "duplicate");
+        assert_eq!(text("SELECT string_agg(outcome, ' ') FROM nest_log"), "stale stale stale stale stale stale");
+        assert_eq!(contents("nest_inner"), "(1,5,inner) (2,5,inner) (3,5,inner) (4,5,inner)");
+    }
+
+    #[pg_test]
     fn plan_cache_of_one_entry_still_gives_right_results() {
         run("SET LOCAL safe_upsert.plan_cache_size = 1");
         versioned_table("pc_small_a");

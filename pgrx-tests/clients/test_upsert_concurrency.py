@@ -403,3 +403,28 @@ def test_partitioned_table(db):
         _call(db.conn, table, {"k": 1, "region": "us", "v": "nowhere", "ver": 1})
     assert e.value.diag.sqlstate == "23514"
     assert _snapshot(db.conn, table) == [(1, "eu", "b", 2), (2, "eu", "x", 1)]
+
+
+def test_extension_created_again_in_another_schema_in_the_same_session(conn, connect):
+    """A session that has used safe_upsert keeps working after DROP EXTENSION and CREATE
+    EXTENSION ... SCHEMA in an existing other schema: its cached statements name the extension's
+    own function, and are rebuilt with the new schema."""
+    name = f"recreate_{uuid.uuid4().hex[:8]}"
+    conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(conn.info.dsn.replace(f"dbname={conn.info.dbname}", f"dbname={name}"),
+                             autocommit=True) as c:
+            c.execute("CREATE EXTENSION pg_safeupsert")
+            c.execute("CREATE SCHEMA other")
+            c.execute("CREATE TABLE public.t (k int PRIMARY KEY, v text, ver int)")
+            assert _call(c, "public.t", {"k": 1, "v": "a", "ver": 2}) == "inserted"
+            assert _call(c, "public.t", {"k": 1, "v": "b", "ver": 1}) == "stale"
+            c.execute("DROP EXTENSION pg_safeupsert")
+            c.execute("CREATE EXTENSION pg_safeupsert SCHEMA other")
+            row = json.dumps({"k": 1, "v": "c", "ver": 1})
+            assert c.execute("SELECT other.safe_upsert('public.t', %s::jsonb, 'ver')::text", (row,)).fetchone()[0] == "stale"
+            row = json.dumps({"k": 1, "v": "a", "ver": 2})
+            assert c.execute("SELECT other.safe_upsert('public.t', %s::jsonb, 'ver')::text", (row,)).fetchone()[0] == "duplicate"
+            assert _snapshot(c, "public.t") == [(1, "a", 2)]
+    finally:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,12 +1,11 @@
 //! `safe_upsert_many`: a JSON array of rows in a few statements. Rows are grouped by their set
-//! of columns; each group is written by one set-based statement (and, if some stored rows were
-//! kept, one more that reads why), using the group's cached plan.
+//! of columns; each group is written by one set-based statement, using the group's cached plan,
+//! which also tells why it kept stored rows (`kept.rs`).
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 
 use pgrx::prelude::*;
-use pgrx::JsonB;
 use serde_json::{Map, Value};
 
 use super::catalog;
@@ -16,12 +15,11 @@ use super::single::{cell, upsert_row};
 use super::statement::OnTie;
 use super::tracking::{self, PlanSeen};
 use super::outcome::Outcome;
-use super::{as_object, open_table, Args};
+use super::{as_object, kept, open_table, Args};
 use crate::error;
 
 /// (1-based position, outcome as the OID of its SQL enum label) per row, in input order.
-pub fn call(args: Args, rows: Option<JsonB>) -> Vec<(i32, pg_sys::Oid)> {
-    let JsonB(rows) = rows.unwrap_or_else(|| error::null_argument("rows"));
+pub fn call(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
     let seen = PlanSeen::default();
     tracking::guard(args.relid, &seen, None, || {
         let on_tie = args.on_tie();
@@ -176,11 +174,16 @@ fn upsert_group(
     let mut params = params(plan, batch, &converted, &all);
     let not_null = vec![input::NOT_NULL; params.len()];
     let mut results = Vec::with_capacity(positions.len());
+    // winners whose stored row was kept: (place of their key in key order, position)
     let mut skipped = Vec::new();
     // SAFETY: inside an SPI connection; one parameter per batch statement argument.
-    unsafe {
+    let (_, notes) = kept::collect(|| unsafe {
         let rc = pg_sys::SPI_execute_plan(batch.upsert, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
         assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
+    });
+    // SAFETY: the batch statement returned SPI_processed rows of (int, bool, bool, bool, bool,
+    // text, bigint).
+    unsafe {
         for r in 0..pg_sys::SPI_processed as usize {
             let pos = cell::<i32>(r, 1).expect("position") as usize - 1;
             let winner = cell::<bool>(r, 2) == Some(true);
@@ -189,47 +192,74 @@ fn upsert_group(
                     Some(true) => Outcome::Inserted,
                     Some(false) => Outcome::Updated,
                     None => {
-                        skipped.push(pos);
+                        skipped.push((cell::<i64>(r, 7).expect("key order"), pos));
                         continue;
                     }
                 }
             } else {
                 // Compared with the row that won its key in this batch.
-                compare(plan, on_tie, rows[pos], pos, cell::<bool>(r, 4), cell::<bool>(r, 5), on_tie == OnTie::Apply)
+                kept_outcome(plan, on_tie, rows[pos], pos, cell::<bool>(r, 4), cell::<bool>(r, 5), on_tie == OnTie::Apply)
             };
             let version = matches!(outcome, Outcome::Stale | Outcome::Tie).then(|| cell::<String>(r, 6)).flatten();
             results.push((pos, outcome, version));
         }
-        if skipped.is_empty() {
-            return results;
+    }
+    if skipped.is_empty() {
+        return results;
+    }
+    skipped.sort_unstable();
+    if notes.len() == skipped.len() {
+        // The write kept them in key order, noting why for each.
+        for ((_, pos), note) in skipped.into_iter().zip(notes) {
+            let outcome = kept_outcome(plan, on_tie, rows[pos], pos, note.same_version, note.same_values, false);
+            results.push((pos, outcome, note.stored_version));
         }
-        skipped.sort_unstable();
-        // positions are ascending within a group, so each skipped row's index is found by search
-        let picks: Vec<usize> = skipped.iter().map(|p| positions.binary_search(p).expect("a row of this group")).collect();
-        let mut params = self::params(plan, batch, &converted, &picks);
+        return results;
+    }
+    results.extend(classify_group(plan, on_tie, rows, &converted, skipped.into_iter().map(|(_, pos)| pos).collect()));
+    results
+}
+
+/// Why the stored rows of the skipped winners at `skipped` were kept, read by a second statement:
+/// the fallback when the write's notes do not match them one for one.
+fn classify_group(
+    plan: &Plan,
+    on_tie: OnTie,
+    rows: &[&Map<String, Value>],
+    converted: &Converted<'_>,
+    mut skipped: Vec<usize>,
+) -> Vec<(usize, Outcome, Option<String>)> {
+    let batch = batch_plan(plan);
+    skipped.sort_unstable();
+    // positions are ascending within a group, so each skipped row's index is found by search
+    let picks: Vec<usize> =
+        skipped.iter().map(|p| converted.positions.binary_search(p).expect("a row of this group")).collect();
+    let mut params = self::params(plan, batch, converted, &picks);
+    let not_null = vec![input::NOT_NULL; params.len()];
+    let mut results = Vec::with_capacity(skipped.len());
+    let mut found = vec![false; skipped.len()];
+    // SAFETY: inside an SPI connection; classify returns rows of (int, bool, bool, text).
+    unsafe {
         let rc = pg_sys::SPI_execute_plan(batch.classify, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
         assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
-        let mut found = vec![false; skipped.len()];
         for r in 0..pg_sys::SPI_processed as usize {
             let pos = cell::<i32>(r, 1).expect("position") as usize - 1;
-            let outcome = compare(plan, on_tie, rows[pos], pos, cell::<bool>(r, 2), cell::<bool>(r, 3), false);
+            let outcome = kept_outcome(plan, on_tie, rows[pos], pos, cell::<bool>(r, 2), cell::<bool>(r, 3), false);
             results.push((pos, outcome, cell::<String>(r, 4)));
             if let Ok(i) = skipped.binary_search(&pos) {
                 found[i] = true;
             }
         }
-        // Kept rows that a row-level security policy hides from this role.
-        for (&pos, _) in skipped.iter().zip(found).filter(|(_, f)| !f) {
-            results.push((pos, Outcome::Stale, None));
-        }
+    }
+    // Kept rows that a row-level security policy hides from this role.
+    for (&pos, _) in skipped.iter().zip(found).filter(|(_, f)| !f) {
+        results.push((pos, Outcome::Stale, None));
     }
     results
 }
 
-/// The outcome of a row that was not written, from its comparison with the row that was kept
-/// (stored, or the winner of its key in the batch). With `superseded`, an equal version with
-/// other values lost to a later row of the batch under `on_tie = apply`: it is stale.
-fn compare(
+/// `Outcome::of_kept`, raising the tie error (naming the row) under `on_tie = error`.
+fn kept_outcome(
     plan: &Plan,
     on_tie: OnTie,
     row: &Map<String, Value>,
@@ -238,11 +268,9 @@ fn compare(
     same_values: Option<bool>,
     superseded: bool,
 ) -> Outcome {
-    match (same_version, same_values) {
-        (Some(true), Some(true)) => Outcome::Duplicate,
-        (Some(true), _) if superseded => Outcome::Stale,
-        (Some(true), _) if on_tie == OnTie::Error => at_row(pos, || error::version_tie(plan.table(), &plan.key_json(row).to_string())),
-        (Some(true), _) => Outcome::Tie,
-        _ => Outcome::Stale,
+    let outcome = Outcome::of_kept(same_version, same_values, superseded);
+    if outcome == Outcome::Tie && on_tie == OnTie::Error {
+        at_row(pos, || error::version_tie(plan.table(), &plan.key_json(row).to_string()));
     }
+    outcome
 }

@@ -60,6 +60,28 @@ pub fn table_name(client: &SpiClient<'_>, relid: pg_sys::Oid) -> String {
     qualified_table_name(client, relid).unwrap_or_else(|| error::table_missing(relid.to_u32()))
 }
 
+/// The extension's `safe_upsert_kept`: its name, qualified by the extension's schema and
+/// quoted, and its OID.
+fn kept_function(client: &SpiClient<'_>) -> (String, pg_sys::Oid) {
+    let row = client
+        .select(
+            "SELECT pg_catalog.format('%I.%I', n.nspname, p.proname), p.oid \
+             FROM pg_catalog.pg_extension x \
+             JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) x.extnamespace \
+             JOIN pg_catalog.pg_proc p ON p.pronamespace OPERATOR(pg_catalog.=) n.oid \
+             WHERE x.extname OPERATOR(pg_catalog.=) 'pg_safeupsert' \
+               AND p.proname OPERATOR(pg_catalog.=) 'safe_upsert_kept'",
+            Some(1),
+            &[],
+        )
+        .expect("reading pg_proc");
+    let row = row.first();
+    match (row.get::<String>(1).ok().flatten(), row.get::<pg_sys::Oid>(2).ok().flatten()) {
+        (Some(name), Some(oid)) => (name, oid),
+        _ => panic!("function safe_upsert_kept of extension pg_safeupsert not found"),
+    }
+}
+
 fn attributes(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Vec<Attr> {
     let rows = client
         .select(
@@ -144,7 +166,7 @@ fn column_kind(typid: pg_sys::Oid) -> ColumnKind {
 
 /// Checks the request against the table and returns the statement shape and sent columns.
 /// Every failure here is a caller's mistake and raises its documented error.
-pub fn describe(client: &SpiClient<'_>, req: &Request<'_>) -> (Shape, Vec<ColumnMeta>) {
+pub fn describe(client: &SpiClient<'_>, req: &Request<'_>) -> (Shape, Vec<ColumnMeta>, pg_sys::Oid) {
     let table = table_name(client, req.relid);
     let attrs = attributes(client, req.relid);
     let attr = |name: &str| attrs.iter().find(|a| a.name == name);
@@ -184,12 +206,14 @@ pub fn describe(client: &SpiClient<'_>, req: &Request<'_>) -> (Shape, Vec<Column
         });
     }
 
+    let (kept, kept_oid) = kept_function(client);
     let shape = Shape {
         table: table.clone(),
         columns: sent.iter().map(|a| a.quoted.clone()).collect(),
         key,
         versions,
         on_tie: req.on_tie,
+        kept,
     };
     let metas = sent
         .iter()
@@ -200,7 +224,7 @@ pub fn describe(client: &SpiClient<'_>, req: &Request<'_>) -> (Shape, Vec<Column
             kind: column_kind(a.typid),
         })
         .collect();
-    (shape, metas)
+    (shape, metas, kept_oid)
 }
 
 /// The attnums of the conflict key: the primary key, or the unique index whose columns are

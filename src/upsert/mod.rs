@@ -5,6 +5,8 @@ mod batch;
 pub mod catalog;
 mod input;
 mod json_text;
+mod jsonb_read;
+mod kept;
 mod outcome;
 pub mod plan_cache;
 mod single;
@@ -15,7 +17,7 @@ use std::ffi::CStr;
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{AnyArray, JsonB};
+use pgrx::{AnyArray, Internal};
 use serde_json::{Map, Value};
 
 use crate::error;
@@ -26,49 +28,49 @@ use statement::OnTie;
 #[pg_extern(sql = false)]
 fn safe_upsert_one(
     target: Option<pg_sys::Oid>,
-    row: Option<JsonB>,
+    row: Option<Internal>,
     version_col: Option<&CStr>,
     conflict_cols: Option<AnyArray>,
     on_tie: Option<&str>,
 ) -> pg_sys::Oid {
     let args = Args::new(target, vec![name_arg(version_col, "version_col")], conflict_cols, on_tie);
-    single::call(args, row)
+    single::call(args, json_arg(row, "row"))
 }
 
 #[pg_extern(sql = false)]
 fn safe_upsert_multi(
     target: Option<pg_sys::Oid>,
-    row: Option<JsonB>,
+    row: Option<Internal>,
     version_cols: Option<AnyArray>,
     conflict_cols: Option<AnyArray>,
     on_tie: Option<&str>,
 ) -> pg_sys::Oid {
     let args = Args::new(target, version_names(version_cols), conflict_cols, on_tie);
-    single::call(args, row)
+    single::call(args, json_arg(row, "row"))
 }
 
 #[pg_extern(sql = false)]
 fn safe_upsert_many_one(
     target: Option<pg_sys::Oid>,
-    rows: Option<JsonB>,
+    rows: Option<Internal>,
     version_col: Option<&CStr>,
     conflict_cols: Option<AnyArray>,
     on_tie: Option<&str>,
 ) -> TableIterator<'static, (name!(ord, i32), name!(outcome, pg_sys::Oid))> {
     let args = Args::new(target, vec![name_arg(version_col, "version_col")], conflict_cols, on_tie);
-    TableIterator::new(batch::call(args, rows))
+    TableIterator::new(batch::call(args, json_arg(rows, "rows")))
 }
 
 #[pg_extern(sql = false)]
 fn safe_upsert_many_multi(
     target: Option<pg_sys::Oid>,
-    rows: Option<JsonB>,
+    rows: Option<Internal>,
     version_cols: Option<AnyArray>,
     conflict_cols: Option<AnyArray>,
     on_tie: Option<&str>,
 ) -> TableIterator<'static, (name!(ord, i32), name!(outcome, pg_sys::Oid))> {
     let args = Args::new(target, version_names(version_cols), conflict_cols, on_tie);
-    TableIterator::new(batch::call(args, rows))
+    TableIterator::new(batch::call(args, json_arg(rows, "rows")))
 }
 
 extension_sql!(
@@ -108,6 +110,16 @@ COMMENT ON FUNCTION safe_upsert_many(regclass, jsonb, name[], name[], text) IS
     name = "safe_upsert_functions",
     requires = ["safe_upsert_outcome"],
 );
+
+/// A jsonb argument's value (declared `internal` on the Rust side only to receive the datum as
+/// is: the SQL signatures say jsonb).
+fn json_arg(arg: Option<Internal>, name: &str) -> Value {
+    match arg.and_then(Internal::unwrap) {
+        // SAFETY: the SQL signature makes this a non-NULL jsonb datum.
+        Some(datum) => unsafe { jsonb_read::to_value(datum) },
+        None => error::null_argument(name),
+    }
+}
 
 /// The arguments every entry point takes, checked.
 pub struct Args {

@@ -32,6 +32,19 @@ thread_local! {
 }
 
 impl Outcome {
+    /// The outcome of a row that was not written, from its comparison with the row that was
+    /// kept (stored, or the winner of its key in a batch). With `superseded`, an equal version
+    /// with other values lost to a later row of the batch under `on_tie = apply`: it is stale.
+    /// A tie under `on_tie = error` is the caller's to raise.
+    pub fn of_kept(same_version: Option<bool>, same_values: Option<bool>, superseded: bool) -> Outcome {
+        match (same_version, same_values) {
+            (Some(true), Some(true)) => Outcome::Duplicate,
+            (Some(true), _) if superseded => Outcome::Stale,
+            (Some(true), _) => Outcome::Tie,
+            _ => Outcome::Stale,
+        }
+    }
+
     /// The enum value as SQL sees it: the OID of its label.
     pub fn to_oid(self, client: &SpiClient<'_>) -> pg_sys::Oid {
         let oids = LABEL_OIDS.with(|c| c.get()).unwrap_or_else(|| {

@@ -90,7 +90,10 @@ fn prepare_with(sql: &str, argtypes: &mut [pg_sys::Oid], options: i32) -> pg_sys
 
 impl Plan {
     fn build(client: &SpiClient<'_>, req: &Request<'_>) -> Plan {
-        let (shape, metas) = catalog::describe(client, req);
+        let (shape, metas, kept) = catalog::describe(client, req);
+        // SAFETY: computing a hash, no lookup.
+        let hash = unsafe { pg_sys::GetSysCacheHashValue(pg_sys::SysCacheIdentifier::PROCOID as i32, kept.into(), 0.into(), 0.into(), 0.into()) };
+        KEPT_FUNCTION_HASH.with(|h| h.set(Some(hash)));
         let mut argtypes: Vec<pg_sys::Oid> = metas.iter().map(|m| m.typid).collect();
         // RETURNING cannot read xmax through a partitioned table, which tells inserted from
         // updated: there, insert-or-nothing then update.
@@ -183,6 +186,8 @@ thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache { plans: HashMap::new(), clock: 0 });
     /// Set when an invalidation arrived while the cache was borrowed: treat everything as stale.
     static ALL_STALE: Cell<bool> = const { Cell::new(false) };
+    /// The syscache hash of `safe_upsert_kept`, whose qualified name every write statement holds.
+    static KEPT_FUNCTION_HASH: Cell<Option<u32>> = const { Cell::new(None) };
 }
 
 /// The cache key of a request: every input that changes the generated SQL.
@@ -279,6 +284,14 @@ unsafe extern "C-unwind" fn on_namespace_invalidation(_arg: pg_sys::Datum, _cach
     mark_stale(pg_sys::InvalidOid);
 }
 
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_function_invalidation(_arg: pg_sys::Datum, _cache: i32, hash: u32) {
+    // The extension was dropped and created again, maybe in another schema.
+    if hash == 0 || KEPT_FUNCTION_HASH.with(|h| h.get()) == Some(hash) {
+        mark_stale(pg_sys::InvalidOid);
+    }
+}
+
 /// Called from _PG_init in every backend that loads the library.
 pub fn register_invalidation_callbacks() {
     // SAFETY: registering callbacks is what _PG_init is for; they only touch our own state.
@@ -287,6 +300,11 @@ pub fn register_invalidation_callbacks() {
         pg_sys::CacheRegisterSyscacheCallback(
             pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
             Some(on_namespace_invalidation),
+            pg_sys::Datum::from(0),
+        );
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::PROCOID as i32,
+            Some(on_function_invalidation),
             pg_sys::Datum::from(0),
         );
     }

@@ -1,20 +1,18 @@
-//! `safe_upsert`: one row, one prepared INSERT ... ON CONFLICT, and when the stored row was kept,
-//! one prepared read saying why.
+//! `safe_upsert`: one row, one prepared INSERT ... ON CONFLICT, which also tells why when it kept
+//! the stored row (`kept.rs`).
 
 use pgrx::prelude::*;
-use pgrx::JsonB;
 use serde_json::{Map, Value};
 
 use super::plan_cache::{self, Plan};
 use super::statement::OnTie;
 use super::tracking::{self, PlanSeen};
 use super::outcome::Outcome;
-use super::{as_object, input, open_table, Args};
+use super::{as_object, input, kept, open_table, Args};
 use crate::error;
 
 /// The outcome, as the OID of its SQL enum label.
-pub fn call(args: Args, row: Option<JsonB>) -> pg_sys::Oid {
-    let JsonB(row) = row.unwrap_or_else(|| error::null_argument("row"));
+pub fn call(args: Args, row: Value) -> pg_sys::Oid {
     let seen = PlanSeen::default();
     tracking::guard(args.relid, &seen, Some(&row), || {
         let on_tie = args.on_tie();
@@ -40,12 +38,24 @@ pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outc
         assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
         pg_sys::SPI_processed
     };
+    let kept_outcome = |same_version, same_values| {
+        let outcome = Outcome::of_kept(same_version, same_values, false);
+        if outcome == Outcome::Tie && on_tie == OnTie::Error {
+            error::version_tie(plan.table(), &plan.key_json(row).to_string());
+        }
+        outcome
+    };
     // A partitioned table's row can be deleted between the insert that found it and the update:
     // then the insert is tried again.
     for _ in 0..3 {
-        if run(plan.upsert, &mut values) == 1 {
+        let (written, notes) = kept::collect(|| run(plan.upsert, &mut values));
+        if written == 1 {
             let inserted = unsafe { cell::<bool>(0, 1) } == Some(true);
             return (if inserted { Outcome::Inserted } else { Outcome::Updated }, None);
+        }
+        if let [note] = notes.as_slice() {
+            // The write itself said why it kept the stored row.
+            return (kept_outcome(note.same_version, note.same_values), note.stored_version.clone());
         }
         if let Some(update) = plan.update {
             if run(update, &mut values) == 1 {
@@ -54,13 +64,8 @@ pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outc
         }
         if run(plan.classify, &mut values) == 1 {
             // SAFETY: classify returned one row of (bool, bool, text).
-            let outcome = match unsafe { (cell::<bool>(0, 1), cell::<bool>(0, 2)) } {
-                (Some(true), Some(true)) => Outcome::Duplicate,
-                (Some(true), _) if on_tie == OnTie::Error => error::version_tie(plan.table(), &plan.key_json(row).to_string()),
-                (Some(true), _) => Outcome::Tie,
-                _ => Outcome::Stale,
-            };
-            return (outcome, unsafe { cell::<String>(0, 3) });
+            let (same_version, same_values) = unsafe { (cell::<bool>(0, 1), cell::<bool>(0, 2)) };
+            return (kept_outcome(same_version, same_values), unsafe { cell::<String>(0, 3) });
         }
         if plan.update.is_none() {
             break;

@@ -53,6 +53,8 @@ pub struct Shape {
     pub key: Vec<KeyCol>,
     pub versions: Vec<VersionCol>,
     pub on_tie: OnTie,
+    /// the extension's `safe_upsert_kept` function, schema-qualified and quoted
+    pub kept: String,
 }
 
 /// Column names the batch statements add to the sent columns; the prefix keeps them apart from
@@ -60,6 +62,7 @@ pub struct Shape {
 const ORD: &str = r#""pg_safeupsert_ord""#;
 const RANK: &str = r#""pg_safeupsert_rank""#;
 const INSERTED: &str = r#""pg_safeupsert_inserted""#;
+const SEQ: &str = r#""pg_safeupsert_seq""#;
 
 impl Shape {
     fn col(&self, prefix: &str, i: usize) -> String {
@@ -111,10 +114,21 @@ impl Shape {
     }
 
     /// The write's SET list and WHERE condition, shared by the single and batch statements.
+    /// When the incoming row does not replace the stored one, the last arm of the condition
+    /// notes why (see `kept.rs`) and is false.
     fn on_conflict(&self) -> String {
         let set: Vec<String> = self.non_key().map(|i| format!("{c} = EXCLUDED.{c}", c = self.columns[i])).collect();
-        let when = self.replaces(&|i| self.col("EXCLUDED", i));
-        format!("ON CONFLICT ({}) DO UPDATE SET {} WHERE {when}", self.key_names(), set.join(", "))
+        let incoming = |i: usize| self.col("EXCLUDED", i);
+        format!(
+            "ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {when} OR {kept}({same_version}, {same_values}, {stored_version})",
+            key = self.key_names(),
+            set = set.join(", "),
+            when = self.replaces(&incoming),
+            kept = self.kept,
+            same_version = self.same_version("s", &incoming),
+            same_values = self.same_values("s", &incoming),
+            stored_version = self.version_json("s"),
+        )
     }
 
     /// `stored` is older than `incoming`, a NULL stored version being older than any; compared
@@ -222,24 +236,26 @@ impl Shape {
     /// only the one with the highest version is written (the first of equals, or with
     /// `on_tie = apply` the last); the others are compared with it. Returns per input row: its
     /// position, whether it was its key's winner, whether the write inserted (true), updated
-    /// (false) or was skipped (NULL) for winners, and for every row the comparison with its
-    /// key's winner (same version, same values, winner's version as JSON text).
+    /// (false) or was skipped (NULL) for winners, for every row the comparison with its key's
+    /// winner (same version, same values, winner's version as JSON text), and its key's place in
+    /// key order: winners are written in that order (a fixed lock order between concurrent
+    /// batches), so the n-th note of a kept row (`kept.rs`) belongs to the n-th skipped winner.
     pub fn batch_upsert_sql(&self) -> String {
         let order: Vec<String> = self.versions.iter().map(|v| format!("{} DESC", self.col("i", v.index))).collect();
         let partition: Vec<String> = self.key.iter().map(|k| self.col("i", k.index)).collect();
-        let key_order: Vec<&str> = self.key.iter().map(|k| self.columns[k.index].as_str()).collect();
         let returning: Vec<String> = self.key.iter().map(|k| self.col("s", k.index)).collect();
         let ties = if self.on_tie == OnTie::Apply { "DESC" } else { "ASC" };
         let incoming = |i: usize| self.col("r", i);
         format!(
             "WITH input AS (SELECT * FROM {input}), \
              ranked AS (SELECT i.*, pg_catalog.row_number() OVER (PARTITION BY {partition} \
-                        ORDER BY {order}, i.{ORD} {ties}) AS {RANK} FROM input i), \
+                        ORDER BY {order}, i.{ORD} {ties}) AS {RANK}, \
+                        pg_catalog.dense_rank() OVER (ORDER BY {partition}) AS {SEQ} FROM input i), \
              written AS (INSERT INTO {table} AS s ({cols}) \
-                         SELECT {cols} FROM ranked WHERE {RANK} OPERATOR(pg_catalog.=) 1 ORDER BY {key_order} \
+                         SELECT {cols} FROM ranked WHERE {RANK} OPERATOR(pg_catalog.=) 1 ORDER BY {SEQ} \
                          {on_conflict} \
                          RETURNING {returning}, s.xmax OPERATOR(pg_catalog.=) 0 AS {INSERTED}) \
-             SELECT r.{ORD}, r.{RANK} OPERATOR(pg_catalog.=) 1, w.{INSERTED}, {same_version}, {same_values}, {winner_version} \
+             SELECT r.{ORD}, r.{RANK} OPERATOR(pg_catalog.=) 1, w.{INSERTED}, {same_version}, {same_values}, {winner_version}, r.{SEQ} \
              FROM ranked r JOIN ranked wr ON wr.{RANK} OPERATOR(pg_catalog.=) 1 AND {winner_key} \
              LEFT JOIN written w ON {written_key}",
             input = self.unnest_input(),
@@ -247,7 +263,6 @@ impl Shape {
             order = order.join(", "),
             table = self.table,
             cols = self.columns.join(", "),
-            key_order = key_order.join(", "),
             on_conflict = self.on_conflict(),
             returning = returning.join(", "),
             same_version = self.same_version("wr", &incoming),
@@ -293,6 +308,7 @@ mod tests {
                 })
                 .collect(),
             on_tie,
+            kept: r#""ext"."safe_upsert_kept""#.into(),
         }
     }
 
@@ -300,7 +316,7 @@ mod tests {
     fn upsert_replaces_only_older_rows() {
         assert_eq!(
             shape(OnTie::Skip, &[0]).upsert_sql(),
-            r#"INSERT INTO "public"."t" AS s ("date", "id", "seq", "value") VALUES ($1, $2, $3, $4) ON CONFLICT ("id") DO UPDATE SET "date" = EXCLUDED."date", "seq" = EXCLUDED."seq", "value" = EXCLUDED."value" WHERE (s."date" IS NULL OR s."date" OPERATOR(pg_catalog.<) EXCLUDED."date") RETURNING s.xmax OPERATOR(pg_catalog.=) 0"#
+            r#"INSERT INTO "public"."t" AS s ("date", "id", "seq", "value") VALUES ($1, $2, $3, $4) ON CONFLICT ("id") DO UPDATE SET "date" = EXCLUDED."date", "seq" = EXCLUDED."seq", "value" = EXCLUDED."value" WHERE (s."date" IS NULL OR s."date" OPERATOR(pg_catalog.<) EXCLUDED."date") OR "ext"."safe_upsert_kept"(s."date" OPERATOR(pg_catalog.=) EXCLUDED."date", ROW(s."date", s."id", s."seq", s."value")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW(EXCLUDED."date", EXCLUDED."id", EXCLUDED."seq", EXCLUDED."value")::pg_catalog.record, pg_catalog.to_jsonb(s."date")::pg_catalog.text) RETURNING s.xmax OPERATOR(pg_catalog.=) 0"#
         );
     }
 
@@ -321,7 +337,7 @@ mod tests {
     fn several_version_columns_compare_left_to_right() {
         let sql = shape(OnTie::Skip, &[0, 2]).upsert_sql();
         assert!(sql.contains(
-            r#"WHERE (s."date" IS NULL OR s."date" OPERATOR(pg_catalog.<) EXCLUDED."date" OR (s."date" OPERATOR(pg_catalog.=) EXCLUDED."date" AND (s."seq" IS NULL OR s."seq" OPERATOR(pg_catalog.<) EXCLUDED."seq"))) RETURNING"#
+            r#"WHERE (s."date" IS NULL OR s."date" OPERATOR(pg_catalog.<) EXCLUDED."date" OR (s."date" OPERATOR(pg_catalog.=) EXCLUDED."date" AND (s."seq" IS NULL OR s."seq" OPERATOR(pg_catalog.<) EXCLUDED."seq"))) OR "ext"."safe_upsert_kept"(s."date" OPERATOR(pg_catalog.=) EXCLUDED."date" AND s."seq" OPERATOR(pg_catalog.=) EXCLUDED."seq", "#
         ), "{sql}");
     }
 
@@ -329,7 +345,7 @@ mod tests {
     fn apply_also_replaces_equal_versions_with_other_values() {
         let sql = shape(OnTie::Apply, &[0]).upsert_sql();
         assert!(sql.contains(
-            r#"OR (s."date" OPERATOR(pg_catalog.=) EXCLUDED."date" AND NOT ROW(s."date", s."id", s."seq", s."value")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW(EXCLUDED."date", EXCLUDED."id", EXCLUDED."seq", EXCLUDED."value")::pg_catalog.record)"#
+            r#"OR (s."date" OPERATOR(pg_catalog.=) EXCLUDED."date" AND NOT ROW(s."date", s."id", s."seq", s."value")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW(EXCLUDED."date", EXCLUDED."id", EXCLUDED."seq", EXCLUDED."value")::pg_catalog.record) OR "ext"."safe_upsert_kept"("#
         ), "{sql}");
     }
 
@@ -347,7 +363,9 @@ mod tests {
         for part in [
             r#"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) AS r("pg_safeupsert_ord", "date", "id", "seq", "value")"#,
             r#"PARTITION BY i."id" ORDER BY i."date" DESC, i."pg_safeupsert_ord" ASC"#,
-            r#"WHERE "pg_safeupsert_rank" OPERATOR(pg_catalog.=) 1 ORDER BY "id" ON CONFLICT ("id") DO UPDATE"#,
+            r#"pg_catalog.dense_rank() OVER (ORDER BY i."id") AS "pg_safeupsert_seq""#,
+            r#"WHERE "pg_safeupsert_rank" OPERATOR(pg_catalog.=) 1 ORDER BY "pg_safeupsert_seq" ON CONFLICT ("id") DO UPDATE"#,
+            r#"OR "ext"."safe_upsert_kept"(s."date" OPERATOR(pg_catalog.=) EXCLUDED."date", "#,
             r#"RETURNING s."id", s.xmax OPERATOR(pg_catalog.=) 0 AS "pg_safeupsert_inserted""#,
             r#"JOIN ranked wr ON wr."pg_safeupsert_rank" OPERATOR(pg_catalog.=) 1 AND wr."id" OPERATOR(pg_catalog.=) r."id""#,
             r#"LEFT JOIN written w ON w."id" OPERATOR(pg_catalog.=) r."id""#,

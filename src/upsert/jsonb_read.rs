@@ -1,0 +1,86 @@
+//! Reads a jsonb argument straight from its binary form into a `serde_json::Value`, instead of
+//! printing it as text and parsing that text again. Numbers keep every digit: they come as
+//! `numeric_out` writes them, as `jsonb_out` would.
+
+use pgrx::pg_sys;
+use serde_json::{Map, Number, Value};
+
+use crate::error;
+
+/// The value of a (possibly toasted) jsonb datum.
+///
+/// # Safety
+/// `datum` is a non-NULL jsonb datum.
+pub unsafe fn to_value(datum: pg_sys::Datum) -> Value {
+    let jsonb = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *mut pg_sys::Jsonb;
+    let mut it = pg_sys::JsonbIteratorInit(&mut (*jsonb).root);
+    let mut v = pg_sys::JsonbValue::default();
+    // Open containers, innermost last; an object's pending key waits beside it.
+    let mut open: Vec<(Value, Option<String>)> = Vec::new();
+    let mut raw_scalar = false;
+    loop {
+        let token = pg_sys::JsonbIteratorNext(&mut it, &mut v, false);
+        let done = match token {
+            pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY => {
+                raw_scalar = v.val.array.rawScalar;
+                open.push((Value::Array(Vec::with_capacity(v.val.array.nElems.max(0) as usize)), None));
+                None
+            }
+            pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT => {
+                open.push((Value::Object(Map::new()), None));
+                None
+            }
+            pg_sys::JsonbIteratorToken::WJB_KEY => {
+                if let Some((_, key)) = open.last_mut() {
+                    *key = Some(string(&v));
+                }
+                None
+            }
+            pg_sys::JsonbIteratorToken::WJB_VALUE | pg_sys::JsonbIteratorToken::WJB_ELEM => Some(scalar(&v)),
+            pg_sys::JsonbIteratorToken::WJB_END_ARRAY | pg_sys::JsonbIteratorToken::WJB_END_OBJECT => {
+                let (mut closed, _) = open.pop().expect("a container was open");
+                if raw_scalar && open.is_empty() {
+                    if let Value::Array(items) = &mut closed {
+                        closed = items.pop().unwrap_or(Value::Null);
+                    }
+                }
+                Some(closed)
+            }
+            _ => return Value::Null, // WJB_DONE: only after the outermost container, never reached
+        };
+        if let Some(value) = done {
+            match open.last_mut() {
+                None => return value,
+                Some((Value::Array(items), _)) => items.push(value),
+                Some((Value::Object(map), key)) => {
+                    map.insert(key.take().expect("an object's value follows its key"), value);
+                }
+                Some(_) => unreachable!("only containers are open"),
+            }
+        }
+    }
+}
+
+/// A scalar's value.
+unsafe fn scalar(v: &pg_sys::JsonbValue) -> Value {
+    match v.type_ {
+        pg_sys::jbvType::jbvString => Value::String(string(v)),
+        pg_sys::jbvType::jbvBool => Value::Bool(v.val.boolean),
+        pg_sys::jbvType::jbvNumeric => {
+            let text = pg_sys::OidOutputFunctionCall(
+                pg_sys::Oid::from(pg_sys::F_NUMERIC_OUT),
+                pg_sys::Datum::from(v.val.numeric),
+            );
+            let text = std::ffi::CStr::from_ptr(text).to_string_lossy();
+            Value::Number(text.parse::<Number>().expect("numeric_out writes a JSON number"))
+        }
+        _ => Value::Null,
+    }
+}
+
+/// A string's or key's text.
+unsafe fn string(v: &pg_sys::JsonbValue) -> String {
+    let s = v.val.string;
+    let bytes = std::slice::from_raw_parts(s.val as *const u8, s.len.max(0) as usize);
+    String::from_utf8(bytes.to_vec()).unwrap_or_else(|_| error::not_utf8())
+}
