@@ -14,7 +14,8 @@ perf records cpu-clock samples (this VM has no hardware counters) with DWARF cal
 the samples are folded into a tree of inclusive shares under the interesting root, then turned
 into microseconds of CPU per transaction (per batch for `batch`). Debian's postgres binary is
 stripped of its static functions' names: those frames show as [unknown] and are skipped.
-Options: --seconds N (default 4), --depth N (default 5), --min PCT (default 0.8).
+Options: --seconds N (default 4), --depth N (default 5), --min PCT (default 0.8), --root FRAME
+(also show the tree under FRAME, e.g. pg_safeupsert::upsert::jsonb_read::to_value; repeatable).
 """
 
 import argparse
@@ -127,6 +128,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=4)
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--min", type=float, default=0.8)
+    ap.add_argument("--root", action="append", default=[], help="also show the tree under this frame")
     args = ap.parse_args()
     freq = 2000
     out = tempfile.mktemp(suffix=".perf")
@@ -154,7 +156,7 @@ def main():
         elif args.what == "batch":
             import suite_batch as s2
             versioned_table(conn, s2.TABLE)
-            batches = s2.make_batches(400)
+            batches = s2.make_batches(1200)  # more than the load time needs: the backend must outlive perf
             done = []
 
             def load():
@@ -207,7 +209,8 @@ def main():
     print(f"{len(samples)} samples = {len(samples) / freq / args.seconds:.0%} of one CPU; "
           f"{len(samples) * 1e6 / freq / max(1, units):.1f} µs of CPU per {per}")
     tree(samples, root, args.depth, args.min, us_per_sample, per)
-    for interesting in ("safe_upsert_one_wrapper", "safe_upsert_many_one_wrapper", "CommitTransactionCommand"):
+    for interesting in ("safe_upsert_one_wrapper", "safe_upsert_many_one_wrapper", "CommitTransactionCommand",
+                        *args.root):
         if root != interesting and any(interesting in s for s in samples):
             print()
             tree(samples, interesting, args.depth, args.min, us_per_sample, per)
