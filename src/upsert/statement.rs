@@ -236,10 +236,11 @@ impl Shape {
     /// only the one with the highest version is written (the first of equals, or with
     /// `on_tie = apply` the last); the others are compared with it. Returns per input row: its
     /// position, whether it was its key's winner, whether the write inserted (true), updated
-    /// (false) or was skipped (NULL) for winners, for every row the comparison with its key's
-    /// winner (same version, same values, winner's version as JSON text), and its key's place in
-    /// key order: winners are written in that order (a fixed lock order between concurrent
-    /// batches), so the n-th note of a kept row (`kept.rs`) belongs to the n-th skipped winner.
+    /// (false) or was skipped (NULL) for winners, for the other rows the comparison with their
+    /// key's winner (same version, same values, winner's version as JSON text; compared only for
+    /// them, as most batches have few), and the key's place in key order: winners are written
+    /// in that order (a fixed lock order between concurrent batches), so the n-th note of a kept
+    /// row (`kept.rs`) belongs to the n-th skipped winner.
     pub fn batch_upsert_sql(&self) -> String {
         let order: Vec<String> = self.versions.iter().map(|v| format!("{} DESC", self.col("i", v.index))).collect();
         let partition: Vec<String> = self.key.iter().map(|k| self.col("i", k.index)).collect();
@@ -255,9 +256,12 @@ impl Shape {
                          SELECT {cols} FROM ranked WHERE {RANK} OPERATOR(pg_catalog.=) 1 ORDER BY {SEQ} \
                          {on_conflict} \
                          RETURNING {returning}, s.xmax OPERATOR(pg_catalog.=) 0 AS {INSERTED}) \
-             SELECT r.{ORD}, r.{RANK} OPERATOR(pg_catalog.=) 1, w.{INSERTED}, {same_version}, {same_values}, {winner_version}, r.{SEQ} \
+             SELECT r.{ORD}, true, w.{INSERTED}, NULL::pg_catalog.bool, NULL::pg_catalog.bool, NULL::pg_catalog.text, r.{SEQ} \
+             FROM ranked r LEFT JOIN written w ON {written_key} WHERE r.{RANK} OPERATOR(pg_catalog.=) 1 \
+             UNION ALL \
+             SELECT r.{ORD}, false, NULL::pg_catalog.bool, {same_version}, {same_values}, {winner_version}, r.{SEQ} \
              FROM ranked r JOIN ranked wr ON wr.{RANK} OPERATOR(pg_catalog.=) 1 AND {winner_key} \
-             LEFT JOIN written w ON {written_key}",
+             WHERE r.{RANK} OPERATOR(pg_catalog.>) 1",
             input = self.unnest_input(),
             partition = partition.join(", "),
             order = order.join(", "),
@@ -367,8 +371,8 @@ mod tests {
             r#"WHERE "pg_safeupsert_rank" OPERATOR(pg_catalog.=) 1 ORDER BY "pg_safeupsert_seq" ON CONFLICT ("id") DO UPDATE"#,
             r#"OR "ext"."safe_upsert_kept"(s."date" OPERATOR(pg_catalog.=) EXCLUDED."date", "#,
             r#"RETURNING s."id", s.xmax OPERATOR(pg_catalog.=) 0 AS "pg_safeupsert_inserted""#,
-            r#"JOIN ranked wr ON wr."pg_safeupsert_rank" OPERATOR(pg_catalog.=) 1 AND wr."id" OPERATOR(pg_catalog.=) r."id""#,
-            r#"LEFT JOIN written w ON w."id" OPERATOR(pg_catalog.=) r."id""#,
+            r#"FROM ranked r LEFT JOIN written w ON w."id" OPERATOR(pg_catalog.=) r."id" WHERE r."pg_safeupsert_rank" OPERATOR(pg_catalog.=) 1 UNION ALL"#,
+            r#"JOIN ranked wr ON wr."pg_safeupsert_rank" OPERATOR(pg_catalog.=) 1 AND wr."id" OPERATOR(pg_catalog.=) r."id" WHERE r."pg_safeupsert_rank" OPERATOR(pg_catalog.>) 1"#,
         ] {
             assert!(sql.contains(part), "{part}\n not in\n{sql}");
         }
