@@ -812,6 +812,27 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_cancelled_update_leaves_no_note_and_the_stored_row_is_read_instead() {
+        // A BEFORE UPDATE trigger returning NULL makes the write skip a row without a note of
+        // why: the call reads the stored row with a second statement.
+        versioned_table("fallback");
+        run(r#"
+            CREATE FUNCTION fallback_cancel() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RETURN CASE WHEN NEW.val = 'cancel' THEN NULL ELSE NEW END; END $$;
+            CREATE TRIGGER cancel BEFORE UPDATE ON fallback FOR EACH ROW EXECUTE FUNCTION fallback_cancel();
+            INSERT INTO fallback VALUES (2, 10, 'a');
+        "#);
+        assert_eq!(upsert("fallback", r#"{"id": 1, "v": 11, "val": "cancel"}"#, "v"), "stale");
+        assert_eq!(
+            text(r#"SELECT string_agg(outcome::text, ' ' ORDER BY ord) FROM safe_upsert_many('fallback',
+                    '[{"id": 1, "v": 12, "val": "cancel"}, {"id": 2, "v": 9, "val": "b"},
+                      {"id": 2, "v": 10, "val": "a"}, {"id": 3, "v": 1, "val": "c"}]', 'v')"#),
+            "stale stale duplicate inserted"
+        );
+        assert_eq!(contents("fallback"), "(1,10,a,none) (2,10,a,none) (3,1,c,none)");
+    }
+
+    #[pg_test]
     fn plan_cache_of_one_entry_still_gives_right_results() {
         run("SET LOCAL safe_upsert.plan_cache_size = 1");
         versioned_table("pc_small_a");

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::catalog;
 use super::input::{self, NULL};
 use super::plan_cache::{self, prepare_custom, BatchPlan, Plan};
-use super::single::{cell, upsert_row};
+use super::single::{cell, kept_outcome, upsert_row};
 use super::statement::OnTie;
 use super::tracking::{self, PlanSeen};
 use super::outcome::Outcome;
@@ -99,11 +99,8 @@ fn batch_plan(plan: &Plan) -> &BatchPlan {
             elements.push((len, byval, align));
             argtypes.push(array);
         }
-        BatchPlan {
-            upsert: prepare_custom(&plan.shape.batch_upsert_sql(), &mut argtypes),
-            classify: prepare_custom(&plan.shape.batch_classify_sql(), &mut argtypes),
-            elements,
-        }
+        let upsert = prepare_custom(&plan.shape.batch_upsert_sql(), &mut argtypes);
+        BatchPlan::new(upsert, argtypes, elements)
     })
 }
 
@@ -198,7 +195,7 @@ fn upsert_group(
                 }
             } else {
                 // Compared with the row that won its key in this batch.
-                kept_outcome(plan, on_tie, rows[pos], pos, cell::<bool>(r, 4), cell::<bool>(r, 5), on_tie == OnTie::Apply)
+                at_row(pos, || kept_outcome(plan, on_tie, rows[pos], cell::<bool>(r, 4), cell::<bool>(r, 5), on_tie == OnTie::Apply))
             };
             let version = matches!(outcome, Outcome::Stale | Outcome::Tie).then(|| cell::<String>(r, 6)).flatten();
             results.push((pos, outcome, version));
@@ -211,7 +208,7 @@ fn upsert_group(
     if notes.len() == skipped.len() {
         // The write kept them in key order, noting why for each.
         for ((_, pos), note) in skipped.into_iter().zip(notes) {
-            let outcome = kept_outcome(plan, on_tie, rows[pos], pos, note.same_version, note.same_values, false);
+            let outcome = at_row(pos, || kept_outcome(plan, on_tie, rows[pos], note.same_version, note.same_values, false));
             results.push((pos, outcome, note.stored_version));
         }
         return results;
@@ -240,11 +237,11 @@ fn classify_group(
     let mut found = vec![false; skipped.len()];
     // SAFETY: inside an SPI connection; classify returns rows of (int, bool, bool, text).
     unsafe {
-        let rc = pg_sys::SPI_execute_plan(batch.classify, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
+        let rc = pg_sys::SPI_execute_plan(plan.batch_classify(batch), params.as_mut_ptr(), not_null.as_ptr(), false, 0);
         assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
         for r in 0..pg_sys::SPI_processed as usize {
             let pos = cell::<i32>(r, 1).expect("position") as usize - 1;
-            let outcome = kept_outcome(plan, on_tie, rows[pos], pos, cell::<bool>(r, 2), cell::<bool>(r, 3), false);
+            let outcome = at_row(pos, || kept_outcome(plan, on_tie, rows[pos], cell::<bool>(r, 2), cell::<bool>(r, 3), false));
             results.push((pos, outcome, cell::<String>(r, 4)));
             if let Ok(i) = skipped.binary_search(&pos) {
                 found[i] = true;
@@ -256,21 +253,4 @@ fn classify_group(
         results.push((pos, Outcome::Stale, None));
     }
     results
-}
-
-/// `Outcome::of_kept`, raising the tie error (naming the row) under `on_tie = error`.
-fn kept_outcome(
-    plan: &Plan,
-    on_tie: OnTie,
-    row: &Map<String, Value>,
-    pos: usize,
-    same_version: Option<bool>,
-    same_values: Option<bool>,
-    superseded: bool,
-) -> Outcome {
-    let outcome = Outcome::of_kept(same_version, same_values, superseded);
-    if outcome == Outcome::Tie && on_tie == OnTie::Error {
-        at_row(pos, || error::version_tie(plan.table(), &plan.key_json(row).to_string()));
-    }
-    outcome
 }

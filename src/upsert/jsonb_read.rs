@@ -61,33 +61,14 @@ pub unsafe fn to_value(datum: pg_sys::Datum) -> Value {
     }
 }
 
-/// `numeric_out`, looked up once per backend rather than once per number.
-struct NumericOut(std::cell::OnceCell<*mut pg_sys::FmgrInfo>);
-
-impl NumericOut {
-    unsafe fn get(&self) -> *mut pg_sys::FmgrInfo {
-        *self.0.get_or_init(|| {
-            let f = pg_sys::MemoryContextAllocZero(pg_sys::TopMemoryContext, size_of::<pg_sys::FmgrInfo>())
-                as *mut pg_sys::FmgrInfo;
-            pg_sys::fmgr_info_cxt(pg_sys::Oid::from(pg_sys::F_NUMERIC_OUT), f, pg_sys::TopMemoryContext);
-            f
-        })
-    }
-}
-
-thread_local! {
-    static NUMERIC_OUT: NumericOut = const { NumericOut(std::cell::OnceCell::new()) };
-}
-
 /// A scalar's value.
 unsafe fn scalar(v: &pg_sys::JsonbValue) -> Value {
     match v.type_ {
         pg_sys::jbvType::jbvString => Value::String(string(v)),
         pg_sys::jbvType::jbvBool => Value::Bool(v.val.boolean),
         pg_sys::jbvType::jbvNumeric => {
-            let text = NUMERIC_OUT.with(|f| pg_sys::OutputFunctionCall(f.get(), pg_sys::Datum::from(v.val.numeric)));
+            let text = pg_sys::OidOutputFunctionCall(pg_sys::Oid::from(pg_sys::F_NUMERIC_OUT), pg_sys::Datum::from(v.val.numeric));
             let number = std::ffi::CStr::from_ptr(text).to_str().ok().and_then(|t| t.parse::<Number>().ok());
-            pg_sys::pfree(text.cast());
             Value::Number(number.expect("numeric_out writes a JSON number"))
         }
         _ => Value::Null,

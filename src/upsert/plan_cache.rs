@@ -1,5 +1,6 @@
 //! The per-backend plan cache: for each (table, sent columns, version columns, key, on_tie) the
-//! two prepared statements and the sent columns' input functions. Bounded by
+//! prepared write (and, once needed, the statement reading why a row was kept) and the sent
+//! columns' input functions. Bounded by
 //! `safe_upsert.plan_cache_size`, least recently used out first. Any relcache invalidation of
 //! the table (columns, types, indexes, rename) marks its plans stale, so the next call rebuilds
 //! from the catalog instead of acting on an old shape.
@@ -28,7 +29,10 @@ pub struct InputColumn {
 /// The batch statements of a plan, prepared on the first batch call.
 pub struct BatchPlan {
     pub upsert: pg_sys::SPIPlanPtr,
-    pub classify: pg_sys::SPIPlanPtr,
+    /// the fallback reading why stored rows were kept (see `kept.rs`), prepared when first needed
+    classify: OnceCell<pg_sys::SPIPlanPtr>,
+    /// the statements' parameter types: int4[], then one array type per sent column
+    argtypes: Vec<pg_sys::Oid>,
     /// per sent column: the element's (length, by value, alignment)
     pub elements: Vec<(i16, bool, std::ffi::c_char)>,
 }
@@ -42,7 +46,8 @@ pub struct Plan {
     pub upsert: pg_sys::SPIPlanPtr,
     /// for a partitioned table only, the UPDATE that follows a skipped insert
     pub update: Option<pg_sys::SPIPlanPtr>,
-    pub classify: pg_sys::SPIPlanPtr,
+    /// the fallback reading why the stored row was kept (see `kept.rs`), prepared when first needed
+    classify: OnceCell<pg_sys::SPIPlanPtr>,
     pub batch: OnceCell<BatchPlan>,
     memory: pg_sys::MemoryContext,
     stale: Cell<bool>,
@@ -57,10 +62,14 @@ impl Drop for Plan {
             if let Some(update) = self.update {
                 pg_sys::SPI_freeplan(update);
             }
-            pg_sys::SPI_freeplan(self.classify);
+            if let Some(&classify) = self.classify.get() {
+                pg_sys::SPI_freeplan(classify);
+            }
             if let Some(b) = self.batch.get() {
                 pg_sys::SPI_freeplan(b.upsert);
-                pg_sys::SPI_freeplan(b.classify);
+                if let Some(&classify) = b.classify.get() {
+                    pg_sys::SPI_freeplan(classify);
+                }
             }
             pg_sys::MemoryContextDelete(self.memory);
         }
@@ -104,7 +113,6 @@ impl Plan {
         } else {
             (prepare(&shape.upsert_sql(), &mut argtypes), None)
         };
-        let classify = prepare(&shape.classify_sql(), &mut argtypes);
         // SAFETY: a child of CacheMemoryContext, deleted with the plan.
         let memory = unsafe {
             pg_sys::AllocSetContextCreateInternal(
@@ -134,7 +142,7 @@ impl Plan {
             shape,
             upsert,
             update,
-            classify,
+            classify: OnceCell::new(),
             batch: OnceCell::new(),
             memory,
             stale: Cell::new(false),
@@ -142,7 +150,27 @@ impl Plan {
     }
 }
 
+impl BatchPlan {
+    pub fn new(upsert: pg_sys::SPIPlanPtr, argtypes: Vec<pg_sys::Oid>, elements: Vec<(i16, bool, std::ffi::c_char)>) -> BatchPlan {
+        BatchPlan { upsert, classify: OnceCell::new(), argtypes, elements }
+    }
+}
+
 impl Plan {
+    /// The statement reading why the stored row was kept, for when the write left no note.
+    /// Called inside an SPI connection.
+    pub fn classify(&self) -> pg_sys::SPIPlanPtr {
+        *self.classify.get_or_init(|| {
+            let mut argtypes: Vec<pg_sys::Oid> = self.columns.iter().map(|c| c.meta.typid).collect();
+            prepare(&self.shape.classify_sql(), &mut argtypes)
+        })
+    }
+
+    /// `classify` for a batch group's kept rows.
+    pub fn batch_classify(&self, batch: &BatchPlan) -> pg_sys::SPIPlanPtr {
+        *batch.classify.get_or_init(|| prepare_custom(&self.shape.batch_classify_sql(), &mut batch.argtypes.clone()))
+    }
+
     /// `schema.table`, for messages.
     pub fn table(&self) -> &str {
         &self.shape.table

@@ -38,13 +38,6 @@ pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outc
         assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
         pg_sys::SPI_processed
     };
-    let kept_outcome = |same_version, same_values| {
-        let outcome = Outcome::of_kept(same_version, same_values, false);
-        if outcome == Outcome::Tie && on_tie == OnTie::Error {
-            error::version_tie(plan.table(), &plan.key_json(row).to_string());
-        }
-        outcome
-    };
     // A partitioned table's row can be deleted between the insert that found it and the update:
     // then the insert is tried again.
     for _ in 0..3 {
@@ -55,17 +48,17 @@ pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outc
         }
         if let [note] = notes.as_slice() {
             // The write itself said why it kept the stored row.
-            return (kept_outcome(note.same_version, note.same_values), note.stored_version.clone());
+            return (kept_outcome(plan, on_tie, row, note.same_version, note.same_values, false), note.stored_version.clone());
         }
         if let Some(update) = plan.update {
             if run(update, &mut values) == 1 {
                 return (Outcome::Updated, None);
             }
         }
-        if run(plan.classify, &mut values) == 1 {
+        if run(plan.classify(), &mut values) == 1 {
             // SAFETY: classify returned one row of (bool, bool, text).
             let (same_version, same_values) = unsafe { (cell::<bool>(0, 1), cell::<bool>(0, 2)) };
-            return (kept_outcome(same_version, same_values), unsafe { cell::<String>(0, 3) });
+            return (kept_outcome(plan, on_tie, row, same_version, same_values, false), unsafe { cell::<String>(0, 3) });
         }
         if plan.update.is_none() {
             break;
@@ -73,6 +66,22 @@ pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outc
     }
     // The stored row exists (the write found it) but a row-level security policy hides it.
     (Outcome::Stale, None)
+}
+
+/// `Outcome::of_kept`, raising the tie error under `on_tie = error`.
+pub fn kept_outcome(
+    plan: &Plan,
+    on_tie: OnTie,
+    row: &Map<String, Value>,
+    same_version: Option<bool>,
+    same_values: Option<bool>,
+    superseded: bool,
+) -> Outcome {
+    let outcome = Outcome::of_kept(same_version, same_values, superseded);
+    if outcome == Outcome::Tie && on_tie == OnTie::Error {
+        error::version_tie(plan.table(), &plan.key_json(row).to_string());
+    }
+    outcome
 }
 
 /// Column `col` (1-based) of result row `row` (0-based) of the last SPI statement.
