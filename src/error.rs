@@ -55,6 +55,13 @@ pub fn not_utf8() -> ! {
         .raise()
 }
 
+pub fn json_too_deep(table: &str, arg: &str, key: Option<&str>, max: usize) -> ! {
+    let under = key.map(|k| format!(" under key \"{k}\"")).unwrap_or_default();
+    error(Code::ERRCODE_STATEMENT_TOO_COMPLEX, format!("{arg} for table {table} nests JSON deeper than {max} levels{under}"))
+        .hint("Store such a document as text, or flatten it.")
+        .raise()
+}
+
 pub fn table_missing(relid: u32) -> ! {
     error(Code::ERRCODE_UNDEFINED_TABLE, format!("relation with OID {relid} does not exist")).raise()
 }
@@ -186,4 +193,34 @@ pub fn reraise_with_prefix(report: &ErrorReportWithLevel, prefix: &str) -> ! {
     e.detail = report.detail().map(str::to_string);
     e.hint = report.hint().map(str::to_string);
     e.raise()
+}
+
+/// An SPI call that failed: not a caller's mistake, but named with SPI's own word for it.
+pub fn spi_failed(what: &str, rc: i32) -> ! {
+    // SAFETY: SPI_result_code_string returns a static string for any code.
+    let code = unsafe { std::ffi::CStr::from_ptr(pgrx::pg_sys::SPI_result_code_string(rc)) };
+    error(Code::ERRCODE_INTERNAL_ERROR, format!("pg_safeupsert: {what} failed: {}", code.to_string_lossy())).raise()
+}
+
+/// A catalog read through SPI that failed.
+pub fn catalog_read_failed(what: &str, e: &dyn std::fmt::Display) -> ! {
+    error(Code::ERRCODE_INTERNAL_ERROR, format!("pg_safeupsert: reading {what} failed: {e}")).raise()
+}
+
+/// One of the extension's own objects is missing (removed from it by hand).
+pub fn extension_object_missing(what: &str) -> ! {
+    error(Code::ERRCODE_UNDEFINED_OBJECT, format!("{what} of extension pg_safeupsert does not exist"))
+        .hint("Drop and create the extension again (DROP EXTENSION pg_safeupsert; CREATE EXTENSION pg_safeupsert).")
+        .raise()
+}
+
+pub fn key_column_without_equality(table: &str, column: &str, type_name: &str) -> ! {
+    error(Code::ERRCODE_UNDEFINED_FUNCTION, format!("key column \"{column}\" of table {table} has type {type_name}, which has no default equality operator"))
+        .hint("The key's unique index must use its type's default btree operator class.")
+        .raise()
+}
+
+/// An internal invariant that does not hold: reported as an error, never a crash.
+pub fn internal(what: &str) -> ! {
+    error(Code::ERRCODE_INTERNAL_ERROR, format!("pg_safeupsert: {what}")).raise()
 }

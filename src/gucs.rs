@@ -123,6 +123,9 @@ pub fn register() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+    // After defining ours: any other safe_upsert.* setting is a typo, warned about and removed.
+    // SAFETY: called once from _PG_init with a static string.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"safe_upsert".as_ptr()) };
 }
 
 /// A channel name that NOTIFY accepts: not empty, shorter than an identifier's limit.

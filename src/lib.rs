@@ -1,5 +1,8 @@
 //! pg_safeupsert: versioned, race-free upserts for PostgreSQL.
 
+#![warn(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use pgrx::prelude::*;
 
 mod error;
@@ -17,23 +20,29 @@ static mut PRELOADED: bool = false;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: read and written only in this single-threaded process, here and nowhere else.
+    unsafe {
+        PRELOADED = pg_sys::process_shared_preload_libraries_in_progress;
+    }
+    // Loaded later (CREATE EXTENSION, or a first call, without the preload): define nothing.
+    // Settings of PGC_POSTMASTER context can only be defined at preload, and a failure here is
+    // FATAL for the session; every entry point then raises the documented 55000 instead.
+    // SAFETY: see PRELOADED.
+    if !unsafe { PRELOADED } {
+        return;
+    }
     // pgrx appends a Rust backtrace to the DETAIL of errors passing through Rust when the
-    // server's environment asks for backtraces (RUST_BACKTRACE): clients must not see that.
+    // server's environment asks for backtraces (RUST_LIB_BACKTRACE): clients must not see that.
+    // This runs in the postmaster before any other thread exists.
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
     gucs::register();
     upsert::plan_cache::register_invalidation_callbacks();
     upsert::register_outcome_invalidation();
-    // SAFETY: read and written only in this single-threaded process.
-    unsafe {
-        PRELOADED = pg_sys::process_shared_preload_libraries_in_progress;
-    }
-    if unsafe { PRELOADED } {
-        shared_memory::init();
-        stats::init();
-        notify::register_launcher();
-    }
+    shared_memory::init();
+    stats::init();
+    notify::register_launcher();
 }
 
 /// Raises the documented 55000 error unless the library was preloaded.

@@ -16,12 +16,18 @@ Fixtures:
   cluster      cluster.restart() (fast shutdown + start), cluster.crash() (kill -9 of a server
                process: crash recovery), cluster.stop(), cluster.start(); connections made
                before are broken afterwards: open new ones
+  private_cluster
+               private_cluster(name, conf_lines) -> a PrivateCluster of the module's own, started
+               with those postgresql.conf lines on a free port, removed after the module
 """
 
 import os
 import re
+import shutil
+import socket
 import subprocess
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -126,3 +132,82 @@ def cluster():
     # leave the server up for the next test, whatever this one did
     if subprocess.run([script, "status", name], stdout=subprocess.DEVNULL).returncode != 0:
         c.start()
+
+
+# ---------------------------------------------------------------------------------------------
+# private clusters of a test module's own (other postmaster settings, no preload, a crafted file)
+# ---------------------------------------------------------------------------------------------
+
+
+def cluster_script():
+    return os.environ.get("SAFEUPSERT_CLUSTER_SH") or str(Path(__file__).resolve().parents[2] / "scripts" / "cluster.sh")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateCluster:
+    """A server of its own, started by scripts/cluster.sh with extra postgresql.conf lines, on a
+    free port, under a name of this run alone (concurrent runs do not collide)."""
+
+    def __init__(self, name, conf=()):
+        self.script = cluster_script()
+        self.name = f"{name}_{os.getpid()}"
+        self.port = free_port()
+        self.conf = list(conf)
+        out = subprocess.run([self.script, "datadir", self.name], check=True, capture_output=True, text=True)
+        self.data = Path(out.stdout.strip())
+        self.log = self.data.parent / "server.log"
+
+    def _run(self, *args):
+        # PGUSER/PGDATABASE for the pg_isready that cluster.sh runs
+        env = {**os.environ, "PGUSER": "postgres", "PGDATABASE": "postgres"}
+        subprocess.run([self.script, *args], check=True, stdout=subprocess.DEVNULL, env=env)
+
+    def start(self, keep=False):
+        if keep:
+            self._run("start", "--keep", self.name, str(self.port))
+        else:
+            self._run("start", self.name, str(self.port), *self.conf)
+
+    def stop(self):
+        self._run("stop", self.name)
+
+    def restart(self):
+        self._run("restart", self.name)
+
+    def remove(self):
+        try:
+            self.stop()
+        except subprocess.CalledProcessError:
+            pass
+        if not os.environ.get("SAFEUPSERT_KEEP_CLUSTERS"):
+            shutil.rmtree(self.data.parent, ignore_errors=True)
+
+    def dsn(self, dbname="postgres"):
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
+
+    def connect(self, dbname="postgres", autocommit=True, **kwargs):
+        return psycopg.connect(self.dsn(dbname), autocommit=autocommit, **kwargs)
+
+    def log_text(self):
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def private_cluster():
+    """private_cluster(name, conf) -> a started PrivateCluster, removed after the module."""
+    made = []
+
+    def _make(name, conf=()):
+        c = PrivateCluster(name, conf)
+        made.append(c)
+        c.start()
+        return c
+
+    yield _make
+    for c in made:
+        c.remove()

@@ -12,6 +12,7 @@ use super::payload::{self, Detail, Notice};
 use super::queue::{merge, Batch, Queue};
 use crate::gucs::{self, Payload};
 use crate::stats;
+use crate::upsert::catalog;
 
 /// How long a notifier waits for more events before it disconnects.
 const LINGER: Duration = Duration::from_secs(1);
@@ -171,7 +172,7 @@ fn send(batch: &Batch) -> u64 {
     // Catalog lookups through the syscache and pg_notify called directly: no SQL to parse and
     // plan for each notification.
     BackgroundWorker::transaction(move || {
-        let database = unsafe { owned(pg_sys::get_database_name(pg_sys::MyDatabaseId)) }.unwrap_or_default();
+        let database = unsafe { catalog::owned(pg_sys::get_database_name(pg_sys::MyDatabaseId)) }.unwrap_or_default();
         let notify = |text: String| unsafe {
             pgrx::direct_function_call_as_datum(
                 pg_sys::pg_notify,
@@ -180,7 +181,7 @@ fn send(batch: &Batch) -> u64 {
         };
         let mut sent = 0;
         for e in &merged {
-            let Some(table) = table_name(pg_sys::Oid::from(e.relid)) else { continue }; // dropped since
+            let Some(table) = catalog::syscache_table_name(pg_sys::Oid::from(e.relid)) else { continue }; // dropped since
             let logged = (full && e.count == 1 && e.first_id != 0).then(|| stats::conflict_by_id(e.first_id)).flatten();
             let notice = Notice {
                 database: &database,
@@ -204,23 +205,4 @@ fn send(batch: &Batch) -> u64 {
         }
         sent
     })
-}
-
-/// A palloc'd C string from the catalog, copied; None for NULL (the object is gone).
-unsafe fn owned(s: *const std::ffi::c_char) -> Option<String> {
-    (!s.is_null()).then(|| std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned())
-}
-
-/// `schema.table`, each part quoted where needed, as `quote_ident` does; None if dropped.
-fn table_name(relid: pg_sys::Oid) -> Option<String> {
-    // SAFETY: syscache lookups inside a transaction; quote_identifier returns its input or a
-    // palloc'd copy.
-    unsafe {
-        let rel = pg_sys::get_rel_name(relid);
-        let nsp = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
-        if rel.is_null() || nsp.is_null() {
-            return None;
-        }
-        Some(format!("{}.{}", owned(pg_sys::quote_identifier(nsp))?, owned(pg_sys::quote_identifier(rel))?))
-    }
 }

@@ -1,6 +1,7 @@
 //! Conflict statistics and the conflict log: outcomes wait in backend memory until their
 //! transaction commits (dropped if it or their savepoint rolls back), then go to shared memory,
-//! where the views read them. Errors are counted at once, since their transaction aborts.
+//! where the views read them. Failed calls are counted when their (sub)transaction ends,
+//! whether it commits or not.
 
 mod pending;
 mod record;
@@ -16,7 +17,7 @@ use crate::gucs;
 use crate::notify::queue::Event;
 pub use pending::Counter;
 use pending::Pending;
-pub use record::{cut_row, LogRecord};
+pub use record::{cut_row, LogRecord, ROW_BYTES, VALUE_BYTES};
 use shmem::Shared;
 
 /// Attached in the postmaster at start (and after a crash), inherited by every backend.
@@ -59,7 +60,8 @@ pub fn outcome(relid: pg_sys::Oid, counter: Counter) {
     PENDING.with(|p| p.borrow_mut().count(sub, relid.to_u32(), counter));
 }
 
-/// A conflict to log when the transaction commits; `conflict` is filled in with who and when.
+/// A conflict to log when the transaction commits; `conflict` is filled in with who and when,
+/// and cut to what a log slot holds.
 pub fn conflict(mut conflict: LogRecord) {
     stamp(&mut conflict);
     let sub = subxact();
@@ -75,59 +77,125 @@ fn stamp(c: &mut LogRecord) {
         c.pid = pg_sys::MyProcPid;
     }
     c.occurred_at = now();
+    c.fit();
 }
 
-/// A failed call: counted now, as its transaction will not commit; a unique violation is
-/// logged too.
+/// A failed call, noted in backend memory while its error propagates (no catalog or shared
+/// memory work then); it is counted when its (sub)transaction ends, committed or not. A unique
+/// violation is logged too when `conflict` describes it.
 pub fn failed(relid: pg_sys::Oid, counter: Counter, conflict: Option<LogRecord>) {
-    let Some(shared) = shared() else { return };
-    let mut counts = [0u64; pending::COUNTERS];
-    counts[counter as usize] = 1;
-    let now = now();
-    let dbid = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    // A unique violation is a conflict, logged or not; its time is the logged row's.
-    let conflict_at = match conflict {
-        Some(mut c) => {
-            stamp(&mut c);
-            shared.log(&c);
-            Some(c.occurred_at)
-        }
-        None => (counter == Counter::UniqueViolations).then_some(now),
-    };
-    shared.add(dbid, relid.to_u32(), &counts, conflict_at, now);
+    if shared().is_none() {
+        return;
+    }
+    let conflict = conflict.map(|mut c| {
+        stamp(&mut c);
+        c
+    });
+    PENDING.with(|p| p.borrow_mut().failure(relid.to_u32(), counter, conflict));
 }
+
+/// Counts the failed calls noted so far. Runs in commit and abort callbacks: plain stores into
+/// shared memory, nothing that can fail.
+fn publish_failures(p: &mut Pending, shared: &Shared, dbid: u32, now: i64) {
+    for (relid, counter, conflict) in p.failures() {
+        let mut counts = [0u64; pending::COUNTERS];
+        counts[*counter as usize] = 1;
+        // A unique violation is a conflict, logged or not; its time is the logged row's.
+        let conflict_at = match conflict {
+            Some(c) => {
+                shared.log(c);
+                Some(c.occurred_at)
+            }
+            None => (*counter == Counter::UniqueViolations).then_some(now),
+        };
+        shared.add(dbid, *relid, &counts, conflict_at, now);
+    }
+    p.clear_failures();
+}
+
+/// Most (table, kind) events one commit notifies; a transaction that conflicted on more tables
+/// than that still counts and logs them all.
+const MAX_EVENTS: usize = 64;
 
 /// Publishes what the committed (or prepared) transaction did; only a commit is notified.
+/// Runs in the commit (or prepare) callback, so nothing here may fail: the texts were cut when
+/// recorded, the sums' room reserved, and the events live on the stack.
 fn publish(notify: bool) {
-    let taken = PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        (!p.is_empty()).then(|| p.take())
-    });
-    let (Some((per_table, conflicts)), Some(shared)) = (taken, shared()) else { return };
-    let dbid = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    let now = now();
-    let mut events: Vec<Event> = Vec::new();
-    for (relid, counts) in &per_table {
-        for kind in [Counter::Stale, Counter::Tie] {
-            if counts[kind as usize] > 0 {
-                events.push(Event { relid: *relid, kind: kind as u8, count: counts[kind as usize], first_id: 0, last_id: 0 });
+    let Some(shared) = shared() else { return };
+    PENDING.with(|p| {
+        let Ok(mut p) = p.try_borrow_mut() else { return };
+        if p.is_empty() {
+            return;
+        }
+        // SAFETY: plain read of this backend's database.
+        let dbid = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        let now = now();
+        publish_failures(&mut p, shared, dbid, now);
+        let mut events = [Event::default(); MAX_EVENTS];
+        let mut n_events = 0;
+        let (per_table, conflicts) = p.committed();
+        for (relid, counts) in per_table {
+            for kind in [Counter::Stale, Counter::Tie] {
+                if counts[kind as usize] > 0 && n_events < MAX_EVENTS {
+                    events[n_events] = Event { relid: *relid, kind: kind as u8, count: counts[kind as usize], first_id: 0, last_id: 0 };
+                    n_events += 1;
+                }
             }
         }
-    }
-    for c in &conflicts {
-        let id = shared.log(c);
-        if let Some(e) = events.iter_mut().find(|e| e.relid == c.relid && e.kind == c.kind) {
-            e.first_id = if e.first_id == 0 { id } else { e.first_id.min(id) };
-            e.last_id = e.last_id.max(id);
+        let mut last_conflict = [0i64; MAX_EVENTS];
+        for c in conflicts {
+            let id = shared.log(c);
+            if let Some(i) = events[..n_events].iter().position(|e| e.relid == c.relid && e.kind == c.kind) {
+                let e = &mut events[i];
+                e.first_id = if e.first_id == 0 { id } else { e.first_id.min(id) };
+                e.last_id = e.last_id.max(id);
+                last_conflict[i] = last_conflict[i].max(c.occurred_at);
+            }
         }
-    }
-    for (relid, counts) in per_table {
-        let last = conflicts.iter().filter(|c| c.relid == relid).map(|c| c.occurred_at).max();
-        let conflicted = counts[Counter::Stale as usize] + counts[Counter::Tie as usize] > 0;
-        shared.add(dbid, relid, &counts, if conflicted { last.or(Some(now)) } else { None }, now);
-    }
-    if notify {
-        crate::notify::committed(dbid, &events);
+        for (relid, counts) in per_table {
+            let conflicted = counts[Counter::Stale as usize] + counts[Counter::Tie as usize] > 0;
+            let last = events[..n_events]
+                .iter()
+                .zip(last_conflict)
+                .filter(|(e, at)| e.relid == *relid && *at != 0)
+                .map(|(_, at)| at)
+                .max();
+            shared.add(dbid, *relid, counts, if conflicted { last.or(Some(now)) } else { None }, now);
+        }
+        if notify {
+            crate::notify::committed(dbid, &events[..n_events]);
+        }
+        p.clear_committed();
+    });
+}
+
+/// The transaction (or one of its savepoints) rolled back: its outcomes go, its failed calls
+/// are counted. Runs in an abort callback: nothing here may fail.
+fn discard(subxact: Option<pg_sys::SubTransactionId>) {
+    PENDING.with(|p| {
+        let Ok(mut p) = p.try_borrow_mut() else { return };
+        match subxact {
+            Some(sub) => p.abort_subxact(sub),
+            None => p.clear(),
+        }
+        if let Some(shared) = shared() {
+            // SAFETY: plain read of this backend's database.
+            let dbid = unsafe { pg_sys::MyDatabaseId }.to_u32();
+            publish_failures(&mut p, shared, dbid, now());
+        }
+    });
+}
+
+/// Runs a commit or abort callback's work. It is written not to fail; should a Rust panic
+/// still happen, the statistics of this transaction are lost rather than the server (an error
+/// raised at commit would PANIC).
+fn at_transaction_end(work: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err() {
+        PENDING.with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                *p = Pending::default();
+            }
+        });
     }
 }
 
@@ -135,11 +203,11 @@ fn publish(notify: bool) {
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
     match event {
-        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => publish(true),
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => at_transaction_end(|| publish(true)),
         // The backend loses sight of a prepared transaction, so its outcomes count now; but it
         // is not committed yet, so nothing is notified.
-        XACT_EVENT_PREPARE => publish(false),
-        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => PENDING.with(|p| p.borrow_mut().clear()),
+        XACT_EVENT_PREPARE => at_transaction_end(|| publish(false)),
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => at_transaction_end(|| discard(None)),
         _ => {}
     }
 }
@@ -152,7 +220,7 @@ unsafe extern "C-unwind" fn on_subxact(
     _arg: *mut std::ffi::c_void,
 ) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        PENDING.with(|p| p.borrow_mut().abort_subxact(sub));
+        at_transaction_end(|| discard(Some(sub)));
     }
 }
 
@@ -171,30 +239,52 @@ pub unsafe fn attach(base: *mut u8, fresh: bool, lock: *mut pg_sys::LWLock) {
 }
 
 /// Loads the file saved at the last clean shutdown, then removes it, so that a crash (which
-/// saves nothing) restarts from zero rather than from an old file.
+/// saves nothing) restarts from zero rather than from an old file. Runs in the postmaster at
+/// start: whatever the file holds, it never stops the server from starting. Every length in it
+/// is checked (`Snapshot::decode`), a file larger than shared memory could hold is not read,
+/// and a Rust panic, should one still happen, only loses the file.
 fn load(shared: &Shared) {
-    if let Ok(bytes) = std::fs::read(SAVE_FILE) {
-        if gucs::SAVE.get() {
-            match record::Snapshot::decode(&bytes) {
-                Some(snapshot) => shared.restore(snapshot),
-                None => pgrx::log!("pg_safeupsert: ignoring unreadable statistics file \"{SAVE_FILE}\""),
-            }
+    let limit = 2 * shmem_size() as u64 + (1 << 20);
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if !gucs::SAVE.get() {
+            return Ok(());
         }
+        match std::fs::metadata(SAVE_FILE) {
+            Err(_) => return Ok(()),
+            Ok(m) if m.len() > limit => return Err("larger than the statistics could ever be"),
+            Ok(_) => {}
+        }
+        let bytes = std::fs::read(SAVE_FILE).map_err(|_| "could not be read")?;
+        let snapshot = record::Snapshot::decode(&bytes).ok_or("not in this library's format, or damaged")?;
+        shared.restore(snapshot);
+        Ok(())
+    }));
+    match loaded {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => pgrx::log!("pg_safeupsert: ignoring statistics file \"{SAVE_FILE}\": {why}"),
+        Err(_) => pgrx::log!("pg_safeupsert: ignoring statistics file \"{SAVE_FILE}\": it could not be loaded"),
     }
     let _ = std::fs::remove_file(SAVE_FILE);
 }
 
 /// Saves statistics and the log at the postmaster's exit; `code` is non-zero when it resets
-/// shared memory after a crash, which saves nothing.
+/// shared memory after a crash, which saves nothing. Written to a temporary file, then moved
+/// into place with PostgreSQL's durable_rename (fsync of the file and of the directory), so
+/// that a crash while saving leaves the old file or the new one, never half of one.
 pub fn save(code: i32) {
     if code != 0 || !gucs::SAVE.get() {
         return;
     }
     let Some(shared) = shared() else { return };
     let tmp = format!("{SAVE_FILE}.tmp");
-    let written = std::fs::write(&tmp, shared.snapshot().encode()).and_then(|_| std::fs::rename(&tmp, SAVE_FILE));
-    if let Err(e) = written {
-        pgrx::log!("pg_safeupsert: could not save statistics to \"{SAVE_FILE}\": {e}");
+    if let Err(e) = std::fs::write(&tmp, shared.snapshot().encode()) {
+        pgrx::log!("pg_safeupsert: could not save statistics to \"{tmp}\": {e}");
+        let _ = std::fs::remove_file(&tmp);
+        return;
+    }
+    let (from, to) = (c"pg_stat/pg_safeupsert.stat.tmp", c"pg_stat/pg_safeupsert.stat");
+    // SAFETY: two NUL-terminated paths; at LOG level a failure is reported, not raised.
+    if unsafe { pg_sys::durable_rename(from.as_ptr(), to.as_ptr(), pg_sys::LOG as i32) } != 0 {
         let _ = std::fs::remove_file(&tmp);
     }
 }

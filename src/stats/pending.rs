@@ -20,23 +20,36 @@ pub const COUNTERS: usize = 7;
 /// A conflict waiting to be logged; its id is given when it is.
 pub type Conflict = super::record::LogRecord;
 
-/// Pending counts and conflicts, each tagged with the subtransaction that produced it.
+/// Pending counts and conflicts, each tagged with the subtransaction that produced it, and
+/// failed calls, which no rollback takes back.
+///
+/// Publishing happens in commit and abort callbacks, where nothing may fail: whatever it needs
+/// is cut, formatted and allocated here, when an outcome is recorded. `publish_into` then only
+/// reads, sorts in place and hands out.
 #[derive(Default)]
 pub struct Pending {
     counts: HashMap<(u32, u32), [u64; COUNTERS]>,
     conflicts: VecDeque<(u32, Conflict)>,
+    failures: Vec<(u32, Counter, Option<Conflict>)>,
+    /// room for one (table, counts) per entry of `counts`, reserved when an entry is added
+    sums: Vec<(u32, [u64; COUNTERS])>,
 }
 
 impl Pending {
     pub fn is_empty(&self) -> bool {
-        self.counts.is_empty() && self.conflicts.is_empty()
+        self.counts.is_empty() && self.conflicts.is_empty() && self.failures.is_empty()
     }
 
     pub fn count(&mut self, subxact: u32, relid: u32, counter: Counter) {
+        let before = self.counts.len();
         self.counts.entry((subxact, relid)).or_default()[counter as usize] += 1;
+        if self.counts.len() > before {
+            self.sums.reserve(self.counts.len().saturating_sub(self.sums.len()));
+        }
     }
 
-    /// Keeps at most `limit` conflicts: the log holds only the newest anyway.
+    /// Keeps at most `limit` conflicts: the log holds only the newest anyway. The conflict's
+    /// texts must already fit a log slot (`LogRecord::fit`).
     pub fn conflict(&mut self, subxact: u32, conflict: Conflict, limit: usize) {
         if limit == 0 {
             return;
@@ -47,6 +60,11 @@ impl Pending {
         self.conflicts.push_back((subxact, conflict));
     }
 
+    /// A failed call: published when its (sub)transaction ends, whether that commits or not.
+    pub fn failure(&mut self, relid: u32, counter: Counter, conflict: Option<Conflict>) {
+        self.failures.push((relid, counter, conflict));
+    }
+
     /// A savepoint rolled back: forget what it and every subtransaction inside it produced.
     /// Subtransaction ids only grow within a transaction, and when `subxact` aborts every id
     /// above it still pending belongs to one of its children.
@@ -55,21 +73,55 @@ impl Pending {
         self.conflicts.retain(|(s, _)| *s < subxact);
     }
 
-    /// Everything, summed per table, and the conflicts in the order they happened.
-    pub fn take(&mut self) -> (HashMap<u32, [u64; COUNTERS]>, Vec<Conflict>) {
-        let mut per_table: HashMap<u32, [u64; COUNTERS]> = HashMap::new();
-        for ((_, relid), counts) in self.counts.drain() {
-            let sum = per_table.entry(relid).or_default();
-            for (s, c) in sum.iter_mut().zip(counts) {
-                *s += c;
+    /// The counts summed per table (sorted by table), and the conflicts in the order they
+    /// happened; then forgets them. Allocates nothing: `sums` was reserved by `count`.
+    pub fn committed(&mut self) -> (&[(u32, [u64; COUNTERS])], impl Iterator<Item = &Conflict>) {
+        self.sums.clear();
+        for (&(_, relid), counts) in &self.counts {
+            if self.sums.len() < self.sums.capacity() {
+                self.sums.push((relid, *counts));
             }
         }
-        (per_table, self.conflicts.drain(..).map(|(_, c)| c).collect())
+        self.counts.clear();
+        self.sums.sort_unstable_by_key(|(relid, _)| *relid);
+        // merge neighbours of the same table, in place
+        let mut kept = 0;
+        for i in 0..self.sums.len() {
+            if kept > 0 && self.sums[kept - 1].0 == self.sums[i].0 {
+                let add = self.sums[i].1;
+                for (s, c) in self.sums[kept - 1].1.iter_mut().zip(add) {
+                    *s += c;
+                }
+            } else {
+                self.sums.swap(kept, i);
+                kept += 1;
+            }
+        }
+        self.sums.truncate(kept);
+        (&self.sums, self.conflicts.iter().map(|(_, c)| c))
     }
 
+    /// Forgets what `committed` handed out.
+    pub fn clear_committed(&mut self) {
+        self.sums.clear();
+        self.conflicts.clear();
+    }
+
+    /// The failed calls so far, which the caller publishes and then forgets with
+    /// `clear_failures`.
+    pub fn failures(&self) -> &[(u32, Counter, Option<Conflict>)] {
+        &self.failures
+    }
+
+    pub fn clear_failures(&mut self) {
+        self.failures.clear();
+    }
+
+    /// The transaction rolled back: its outcomes go, its failures stay for publishing.
     pub fn clear(&mut self) {
         self.counts.clear();
         self.conflicts.clear();
+        self.sums.clear();
     }
 }
 
@@ -87,9 +139,11 @@ mod tests {
         p.count(1, 10, Counter::Inserted);
         p.count(2, 10, Counter::Inserted);
         p.count(2, 11, Counter::Stale);
-        let (t, _) = p.take();
-        assert_eq!(t[&10][Counter::Inserted as usize], 2);
-        assert_eq!(t[&11][Counter::Stale as usize], 1);
+        let (t, _) = p.committed();
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].0, t[0].1[Counter::Inserted as usize]), (10, 2));
+        assert_eq!((t[1].0, t[1].1[Counter::Stale as usize]), (11, 1));
+        p.clear_committed();
         assert!(p.is_empty());
     }
 
@@ -102,10 +156,25 @@ mod tests {
         p.count(4, 10, Counter::Tie); // savepoint c inside b
         p.conflict(3, conflict(10, "b"), 10);
         p.conflict(4, conflict(10, "c"), 10);
+        p.failure(10, Counter::Errors, None);
         p.abort_subxact(3);
-        let (t, c) = p.take();
-        assert_eq!(t[&10], [1, 1, 0, 0, 0, 0, 0]);
-        assert!(c.is_empty());
+        let (t, c) = p.committed();
+        assert_eq!(t, [(10, [1, 1, 0, 0, 0, 0, 0])]);
+        assert_eq!(c.count(), 0);
+        // a failure inside the rolled-back savepoint is still there to publish
+        assert_eq!(p.failures().len(), 1);
+    }
+
+    #[test]
+    fn publishing_sums_many_subtransactions_without_growing() {
+        let mut p = Pending::default();
+        for sub in 1..=1000 {
+            p.count(sub, 10 + sub % 3, Counter::Updated);
+        }
+        let capacity = p.sums.capacity();
+        let (t, _) = p.committed();
+        assert_eq!(t.iter().map(|(r, c)| (*r, c[Counter::Updated as usize])).collect::<Vec<_>>(), [(10, 333), (11, 334), (12, 333)]);
+        assert_eq!(p.sums.capacity(), capacity);
     }
 
     #[test]
@@ -115,7 +184,7 @@ mod tests {
             p.conflict(1, conflict(10, k), 2);
         }
         p.conflict(1, conflict(10, "x"), 0);
-        let (_, c) = p.take();
-        assert_eq!(c.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        let (_, c) = p.committed();
+        assert_eq!(c.map(|c| c.key.as_str()).collect::<Vec<_>>(), ["b", "c"]);
     }
 }

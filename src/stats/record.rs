@@ -1,7 +1,7 @@
 //! The owned forms of what shared memory holds, their file encoding, and the trimming of long
 //! texts. Pure, unit-tested with plain `#[test]`s.
 
-use super::pending::COUNTERS;
+use super::pending::{Counter, COUNTERS};
 use serde_json::Value;
 
 /// One table's counters.
@@ -43,6 +43,9 @@ pub struct Snapshot {
 }
 
 const MAGIC: &[u8; 8] = b"PGSUPS01";
+
+/// The kinds a logged conflict can have.
+const KINDS: [u8; 3] = [Counter::Stale as u8, Counter::Tie as u8, Counter::UniqueViolations as u8];
 
 impl Snapshot {
     pub fn encode(&self) -> Vec<u8> {
@@ -109,8 +112,14 @@ impl Snapshot {
             c.stored_version = has_stored.then_some(stored);
             c.incoming_version = r.str()?;
             c.incoming_row = r.str()?;
-            s.conflicts.push(c);
+            // A well-formed file may still hold what no slot can: cut it to fit, and skip a
+            // conflict whose id or kind this library never writes.
+            c.fit();
+            if c.id != 0 && c.id < s.next_id && KINDS.contains(&c.kind) {
+                s.conflicts.push(c);
+            }
         }
+        s.tables.retain(|t| t.relid != 0);
         r.0.is_empty().then_some(s)
     }
 }
@@ -151,55 +160,161 @@ impl Reader<'_> {
     }
 }
 
+/// The most bytes a logged conflict keeps of its key, of each version and of its row: the size
+/// of the conflict log's slots in shared memory.
+pub const KEY_BYTES: usize = 256;
+pub const VERSION_BYTES: usize = 128;
+pub const ROW_BYTES: usize = 1024;
+/// The most bytes the row keeps of one value before the whole row is fitted.
+pub const VALUE_BYTES: usize = 256;
+
 /// What marks a cut value: the value's first characters, then this, then how much was left out.
 pub const CUT_MARKER: &str = "…[cut ";
+const CUT_END: &str = " bytes]";
+
+fn digits(mut n: usize) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn prefix(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 /// `s` itself if it fits in `max` bytes, else its longest prefix (on a character boundary)
-/// that fits together with a marker saying how many bytes were left out.
+/// that fits together with a marker saying how many bytes were left out. The result never
+/// exceeds `max` bytes; below the marker's own size it is a bare prefix.
 pub fn cut(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
-    let room = max.saturating_sub(CUT_MARKER.len() + 12);
-    let mut end = room.min(s.len());
-    while !s.is_char_boundary(end) {
-        end -= 1;
+    // The count left out has at most as many digits as the whole length.
+    let marker = CUT_MARKER.len() + CUT_END.len() + digits(s.len());
+    if max < marker {
+        return prefix(s, max).to_string();
     }
-    format!("{}{CUT_MARKER}{} bytes]", &s[..end], s.len() - end)
+    let kept = prefix(s, max - marker);
+    format!("{kept}{CUT_MARKER}{}{CUT_END}", s.len() - kept.len())
 }
 
-/// The row as JSON text of at most `max` bytes: long string values, and long nested arrays and
-/// objects (as their JSON text), are cut to `per_value` bytes with a marker; if the row is still
-/// too long, the longest values are cut further until it fits.
+/// A JSON string's text for `s`.
+fn json_string(s: &str) -> String {
+    Value::String(s.to_string()).to_string()
+}
+
+/// The row as JSON text of at most `max` bytes: keys and long string values, and long nested
+/// arrays and objects (as their JSON text), are cut to `per_value` bytes with a marker; if the
+/// row is still too long, the longest values become bare markers until it fits, and if even
+/// that is too long, the members that do not fit are left out and counted in a last member
+/// `"…": "N more columns"`. Linear in the row's size: each value is printed once.
 pub fn cut_row(row: &serde_json::Map<String, Value>, per_value: usize, max: usize) -> String {
-    let mut row: Vec<(String, Value)> = row
+    let mut members: Vec<(String, String)> = row
         .iter()
         .map(|(k, v)| {
-            let v = match v {
-                Value::String(s) if s.len() > per_value => Value::String(cut(s, per_value)),
+            let value = match v {
+                Value::String(s) if s.len() > per_value => json_string(&cut(s, per_value)),
                 Value::Array(_) | Value::Object(_) => {
                     let text = v.to_string();
-                    if text.len() > per_value { Value::String(cut(&text, per_value)) } else { v.clone() }
+                    if text.len() > per_value { json_string(&cut(&text, per_value)) } else { text }
                 }
-                other => other.clone(),
+                other => other.to_string(),
             };
-            (cut(k, per_value), v)
+            (json_string(&cut(k, per_value)), value)
         })
         .collect();
-    loop {
-        let text = Value::Object(row.iter().cloned().collect()).to_string();
-        if text.len() <= max {
-            return text;
+    let size = |m: &(String, String)| m.0.len() + 1 + m.1.len();
+    // {} plus members and the commas between them
+    let mut total = 2 + members.iter().map(size).sum::<usize>() + members.len().saturating_sub(1);
+    if total > max {
+        let mut longest: Vec<usize> = (0..members.len()).collect();
+        longest.sort_by_key(|&i| std::cmp::Reverse(members[i].1.len()));
+        for i in longest {
+            if total <= max {
+                break;
+            }
+            let bare = json_string(&format!("{CUT_MARKER}{}{CUT_END}", members[i].1.len()));
+            if bare.len() >= members[i].1.len() {
+                break; // sorted: no later value is longer than its marker either
+            }
+            total -= members[i].1.len() - bare.len();
+            members[i].1 = bare;
         }
-        // Cut the longest remaining value down to a bare marker, and try again.
-        let longest = row
-            .iter_mut()
-            .filter(|(_, v)| v.to_string().len() > CUT_MARKER.len() + 16)
-            .max_by_key(|(_, v)| v.to_string().len());
-        match longest {
-            Some((_, v)) => *v = Value::String(cut(&v.to_string(), 0)),
-            None => return cut(&text, max),
+    }
+    let mut out = String::with_capacity(total.min(max));
+    out.push('{');
+    if total <= max {
+        for (n, m) in members.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(&m.0);
+            out.push(':');
+            out.push_str(&m.1);
         }
+        out.push('}');
+        return out;
+    }
+    // Too long even with bare markers: keep the leading members that fit beside the member
+    // saying how many were left out.
+    let closing = |left_out: usize| format!("\"…\":\"{left_out} more columns\"");
+    let reserve = 1 + closing(members.len()).len() + 1; // comma, closing member, brace
+    let mut kept = 0;
+    for m in &members {
+        let sep = usize::from(kept > 0);
+        if out.len() + sep + size(m) + reserve > max {
+            break;
+        }
+        if sep == 1 {
+            out.push(',');
+        }
+        out.push_str(&m.0);
+        out.push(':');
+        out.push_str(&m.1);
+        kept += 1;
+    }
+    if out.len() + reserve <= max {
+        if kept > 0 {
+            out.push(',');
+        }
+        out.push_str(&closing(members.len() - kept));
+    }
+    out.push('}');
+    out
+}
+
+impl LogRecord {
+    /// Cuts every text to what a log slot holds, so that writing the slot at commit copies
+    /// without checks that could fail.
+    pub fn fit(&mut self) {
+        fn fit(text: &mut String, max: usize) {
+            if text.len() > max {
+                *text = cut(text, max);
+            }
+        }
+        fit(&mut self.key, KEY_BYTES);
+        if let Some(v) = self.stored_version.as_mut() {
+            fit(v, VERSION_BYTES);
+        }
+        fit(&mut self.incoming_version, VERSION_BYTES);
+        fit(&mut self.incoming_row, ROW_BYTES);
+    }
+
+    /// Whether every text fits its slot (what `fit` leaves).
+    #[cfg(test)]
+    pub fn fits(&self) -> bool {
+        self.key.len() <= KEY_BYTES
+            && self.stored_version.as_ref().is_none_or(|v| v.len() <= VERSION_BYTES)
+            && self.incoming_version.len() <= VERSION_BYTES
+            && self.incoming_row.len() <= ROW_BYTES
     }
 }
 
@@ -236,12 +351,75 @@ mod tests {
     }
 
     #[test]
+    fn a_file_with_oversized_or_unknown_entries_loads_what_fits() {
+        let long = |n| "x".repeat(n);
+        let s = Snapshot {
+            next_id: 10,
+            tables: vec![TableRecord { relid: 0, ..Default::default() }, TableRecord { relid: 7, ..Default::default() }],
+            conflicts: vec![
+                LogRecord { id: 3, kind: Counter::Stale as u8, key: long(20_000), stored_version: Some(long(200_000)), incoming_version: long(200_000), incoming_row: long(5000), ..Default::default() },
+                LogRecord { id: 4, kind: 99, ..Default::default() },
+                LogRecord { id: 11, kind: Counter::Tie as u8, ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let loaded = Snapshot::decode(&s.encode()).unwrap();
+        assert_eq!(loaded.tables.iter().map(|t| t.relid).collect::<Vec<_>>(), [7]);
+        assert_eq!(loaded.conflicts.len(), 1);
+        assert!(loaded.conflicts[0].fits());
+        assert!(loaded.conflicts[0].key.ends_with(" bytes]"));
+    }
+
+    #[test]
+    fn a_truncated_or_lying_length_is_refused() {
+        let mut bytes = Snapshot { next_id: 1, ..Default::default() }.encode();
+        // one table claimed, none there
+        let n = bytes.len();
+        bytes[n - 16..n - 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(Snapshot::decode(&bytes), None);
+        let mut bytes = Snapshot { next_id: 5, conflicts: vec![LogRecord { id: 1, kind: 2, key: "k".into(), ..Default::default() }], ..Default::default() }.encode();
+        // the key's length, far beyond the file
+        let at = MAGIC.len() + 8 * 5 + 8 * 7;
+        bytes[at..at + 8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+        assert_eq!(Snapshot::decode(&bytes), None);
+    }
+
+    #[test]
     fn cut_keeps_short_text_and_marks_long_text() {
         assert_eq!(cut("short", 100), "short");
         let long = "é".repeat(100);
         let c = cut(&long, 60);
         assert!(c.len() <= 60, "{c}");
         assert!(c.contains("…[cut ") && c.ends_with(" bytes]"), "{c}");
+    }
+
+    #[test]
+    fn cut_never_exceeds_its_limit_whatever_the_lengths() {
+        for len in [1usize, 9, 10, 99, 100, 999, 1000, 20_000, 200_000, 2_000_000] {
+            let s = "a".repeat(len);
+            for max in [0usize, 1, 5, 16, 17, 18, 20, 128, 256, 1024] {
+                let c = cut(&s, max);
+                assert!(c.len() <= max || c == s, "len {len} max {max}: {}", c.len());
+                if len > max && max >= 24 {
+                    let left_out: usize = c.rsplit(CUT_MARKER).next().unwrap().trim_end_matches(" bytes]").parse().unwrap();
+                    assert_eq!(left_out + c.find(CUT_MARKER).unwrap(), len, "{c}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fit_cuts_every_text_to_its_slot() {
+        let mut c = LogRecord {
+            key: "k".repeat(20_000),
+            stored_version: Some("v".repeat(200_000)),
+            incoming_version: "é".repeat(100_000),
+            incoming_row: "r".repeat(1536),
+            ..Default::default()
+        };
+        assert!(!c.fits());
+        c.fit();
+        assert!(c.fits(), "{} {} {}", c.key.len(), c.incoming_version.len(), c.incoming_row.len());
     }
 
     #[test]
@@ -255,5 +433,21 @@ mod tests {
         assert!(v["tags"].as_str().unwrap().contains(CUT_MARKER));
         let small = json!({"id": 1, "v": "a"});
         assert_eq!(cut_row(small.as_object().unwrap(), 100, 400), r#"{"id":1,"v":"a"}"#);
+    }
+
+    #[test]
+    fn cut_row_of_a_wide_row_is_valid_json_that_says_what_it_left_out() {
+        let row: serde_json::Map<String, Value> =
+            (0..1598).map(|i| (format!("column_{i:04}"), Value::String("y".repeat(i % 300)))).collect();
+        let text = cut_row(&row, VALUE_BYTES, ROW_BYTES);
+        assert!(text.len() <= ROW_BYTES, "{}", text.len());
+        let v: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
+        let left_out: usize = v["…"].as_str().unwrap().trim_end_matches(" more columns").parse().unwrap();
+        assert_eq!(v.len() - 1 + left_out, 1598);
+        // long keys are cut too, and a row of long values only still fits
+        let row = json!({"k".repeat(5000): "v".repeat(5000), "x": [[[["deep"]]]]});
+        let text = cut_row(row.as_object().unwrap(), VALUE_BYTES, ROW_BYTES);
+        assert!(text.len() <= ROW_BYTES);
+        serde_json::from_str::<Value>(&text).unwrap();
     }
 }

@@ -2,21 +2,26 @@
 //! ring. Sized once at server start from `safe_upsert.max_tables` and
 //! `safe_upsert.conflict_log_size`.
 //!
-//! Concurrency: counters are atomics, added to under the LWLock held in SHARED mode, so
-//! committing writers never wait for each other; EXCLUSIVE is taken only to give a new table an
-//! entry, evict, reset or purge. The ring is lock-free: a writer takes an id from an atomic
-//! counter and fills slot `id % size` under that slot's sequence number, which readers check.
+//! Who guards what:
+//! - `Header`: `lock`, `max_tables`, `log_size` are written once, by the postmaster before any
+//!   backend exists, and only read after. `clock`, `next_id`, `evicted`, `stats_reset`,
+//!   `log_skipped` are atomics, each read and written on its own (Relaxed): none of them orders
+//!   any other memory.
+//! - `TableEntry`: which table an entry belongs to (`dbid`, `relid`) changes only under the
+//!   LWLock held EXCLUSIVE (claim, evict, forget); finding an entry and adding to its counters
+//!   happens under the LWLock held SHARED, so that no entry changes owner while a committing
+//!   writer adds to it. The counters and times are atomics, so SHARED holders (every committing
+//!   writer at once) never wait for each other.
+//! - `LogSlot`: no lock. The ring is a seqlock per slot, as PostgreSQL's changecount protocol
+//!   (`pgstat_begin_changecount_write`): see `write_slot` and `read_slot` for the ordering.
 
 use std::sync::atomic::{fence, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
 
 use pgrx::pg_sys;
 
 use super::pending::COUNTERS;
-use super::record::{cut, LogRecord, Snapshot, TableRecord};
+use super::record::{LogRecord, Snapshot, TableRecord, KEY_BYTES, ROW_BYTES, VERSION_BYTES};
 
-pub const KEY_BYTES: usize = 256;
-pub const VERSION_BYTES: usize = 128;
-pub const ROW_BYTES: usize = 1024;
 const TEXT_BYTES: usize = KEY_BYTES + 2 * VERSION_BYTES + ROW_BYTES;
 const NULL_LEN: u16 = u16::MAX;
 
@@ -30,6 +35,8 @@ pub struct Header {
     next_id: AtomicU64,
     pub evicted: AtomicU64,
     pub stats_reset: AtomicI64,
+    /// conflicts not logged because their slot was being written by another backend
+    pub log_skipped: AtomicU64,
 }
 
 #[repr(C)]
@@ -45,7 +52,9 @@ struct TableEntry {
 
 #[repr(C)]
 struct LogSlot {
-    /// 0: empty; 2*id: holds conflict `id`; 2*id+1: being written
+    /// 0: empty; 2*id: holds conflict `id`; 2*id+1: being written. The only atomic field: every
+    /// other field is written only by the backend that made `seq` odd, and read by copies that
+    /// are kept only if `seq` was the same even number before and after the copy.
     seq: AtomicU64,
     occurred_at: i64,
     dbid: u32,
@@ -213,25 +222,37 @@ impl Shared {
         id
     }
 
+    /// Writes conflict `id` into its slot, unless a newer conflict already holds the slot or
+    /// another backend is writing it (then it is skipped and counted: a writer never waits).
+    /// Never fails: the texts are clamped to the slot, though `LogRecord::fit` has cut them so
+    /// already, and nothing here allocates.
     fn write_slot(&self, id: u64, c: &LogRecord) {
-        let slot = &self.log[(id % self.log.len() as u64) as usize];
-        // Claim the slot unless a newer conflict already took it.
+        let Some(slot) = self.log.get((id % self.log.len().max(1) as u64) as usize) else { return };
+        let mut seq = slot.seq.load(Acquire);
         loop {
-            let seq = slot.seq.load(Acquire);
             if seq / 2 > id {
                 return;
             }
-            if seq % 2 == 0 && slot.seq.compare_exchange(seq, 2 * id + 1, Acquire, Relaxed).is_ok() {
-                break;
+            if seq % 2 == 1 {
+                self.header.log_skipped.fetch_add(1, Relaxed);
+                return;
             }
-            std::hint::spin_loop();
+            match slot.seq.compare_exchange(seq, 2 * id + 1, AcqRel, Acquire) {
+                Ok(_) => break,
+                Err(now) => seq = now,
+            }
         }
-        let key = cut(&c.key, KEY_BYTES);
-        let stored = c.stored_version.as_deref().map(|s| cut(s, VERSION_BYTES));
-        let incoming = cut(&c.incoming_version, VERSION_BYTES);
-        let row = cut(&c.incoming_row, ROW_BYTES);
-        // SAFETY: the odd sequence number makes this writer the slot's only one; readers
+        // The odd `seq` must be visible before any of the stores below: a reader that copies
+        // one of them, then (after its Acquire fence) reads `seq` again, is then sure to see
+        // the odd value or a later one, and discards its copy. This fence is the
+        // pg_write_barrier() after the first changecount increment.
+        fence(Release);
+        let parts = [Some(c.key.as_str()), c.stored_version.as_deref(), Some(c.incoming_version.as_str()), Some(c.incoming_row.as_str())];
+        let limits = [KEY_BYTES, VERSION_BYTES, VERSION_BYTES, ROW_BYTES];
+        // SAFETY: the odd sequence number makes this backend the slot's only writer; readers
         // discard what they copy unless the sequence is even and unchanged around the copy.
+        // Every range is within `text`: each part is clamped to its own limit, and the limits
+        // add up to TEXT_BYTES.
         unsafe {
             let s = slot as *const LogSlot as *mut LogSlot;
             (*s).occurred_at = c.occurred_at;
@@ -240,19 +261,22 @@ impl Shared {
             (*s).userid = c.userid;
             (*s).pid = c.pid;
             (*s).kind = c.kind;
+            let text = (&raw mut (*s).text) as *mut u8;
             let mut at = 0;
-            let parts = [Some(key.as_str()), stored.as_deref(), Some(incoming.as_str()), Some(row.as_str())];
-            for (i, part) in parts.iter().enumerate() {
+            for (i, (part, limit)) in parts.iter().zip(limits).enumerate() {
                 match part {
                     Some(p) => {
-                        (&mut (*s).text)[at..at + p.len()].copy_from_slice(p.as_bytes());
-                        (*s).lens[i] = p.len() as u16;
-                        at += p.len();
+                        let n = p.len().min(limit);
+                        std::ptr::copy_nonoverlapping(p.as_ptr(), text.add(at), n);
+                        (*s).lens[i] = n as u16;
+                        at += n;
                     }
                     None => (*s).lens[i] = NULL_LEN,
                 }
             }
         }
+        // Publishes the slot: a reader that sees this even value (with Acquire) sees every
+        // store above (the second pg_write_barrier() of the protocol).
         slot.seq.store(2 * id, Release);
     }
 
@@ -305,24 +329,36 @@ impl Shared {
     }
 }
 
+/// A consistent copy of the slot's conflict, or None when it is empty, being written, or was
+/// rewritten during the copy.
 fn read_slot(slot: &LogSlot) -> Option<LogRecord> {
+    // Acquire: if this is the even value a writer stored last, its stores to the slot are
+    // visible to the copy below.
     let before = slot.seq.load(Acquire);
     if before == 0 || before % 2 == 1 {
         return None;
     }
-    // SAFETY: a racy copy, checked against the sequence number below.
+    // SAFETY: a racy copy, checked against the sequence number below, and its lengths are
+    // checked before use.
     let copy: LogSlot = unsafe { std::ptr::read_volatile(slot) };
+    // Acquire fence: pairs with the writer's Release fence after it made `seq` odd. If the copy
+    // holds any store of a later writer, the load below sees that writer's odd value (or later).
     fence(Acquire);
     if slot.seq.load(Relaxed) != before {
         return None;
     }
+    let lens = copy.lens;
+    let total: usize = lens.iter().filter(|&&l| l != NULL_LEN).map(|&l| l as usize).sum();
+    if total > TEXT_BYTES || lens[0] == NULL_LEN || lens[2] == NULL_LEN || lens[3] == NULL_LEN {
+        return None;
+    }
     let mut at = 0;
     let mut part = |i: usize| -> Option<String> {
-        let len = copy.lens[i];
+        let len = lens[i];
         (len != NULL_LEN).then(|| {
-            let s = String::from_utf8_lossy(&copy.text[at..at + len as usize]).into_owned();
+            let bytes = copy.text.get(at..at + len as usize).unwrap_or_default();
             at += len as usize;
-            s
+            String::from_utf8_lossy(bytes).into_owned()
         })
     };
     Some(LogRecord {

@@ -11,6 +11,11 @@ fn timestamp(us: i64) -> Option<TimestampWithTimeZone> {
     (us != 0).then(|| TimestampWithTimeZone::try_from(us).ok()).flatten()
 }
 
+/// The statistics' shared memory; the callers have checked the preload already.
+fn shared_or_error() -> &'static shmem::Shared {
+    shared().unwrap_or_else(|| crate::error::not_preloaded())
+}
+
 fn my_database() -> u32 {
     // SAFETY: plain read of this backend's database.
     unsafe { pg_sys::MyDatabaseId }.to_u32()
@@ -60,7 +65,7 @@ fn safe_upsert_stats_data() -> TableIterator<
     ),
 > {
     crate::require_preload();
-    let shared = shared().expect("preloaded");
+    let shared = shared_or_error();
     let dbid = my_database();
     let (live, dropped): (Vec<_>, Vec<_>) = shared.tables(Some(dbid)).into_iter().partition(|t| table_exists(t.relid));
     if !dropped.is_empty() {
@@ -90,7 +95,7 @@ fn safe_upsert_conflicts_data() -> TableIterator<
 > {
     crate::require_preload();
     let dbid = my_database();
-    let rows = shared().expect("preloaded").conflicts(|d, relid| d == dbid && may_select(relid));
+    let rows = shared_or_error().conflicts(|d, relid| d == dbid && may_select(relid));
     TableIterator::new(rows.into_iter().map(|c| {
         (
             c.id as i64,
@@ -128,12 +133,13 @@ fn safe_upsert_info_data() -> TableIterator<
         name!(notifications_sent, i64),
         name!(last_notification_at, Option<TimestampWithTimeZone>),
         name!(notify_workers, i32),
+        name!(conflicts_skipped, i64),
     ),
 > {
     crate::require_preload();
-    let s = shared().expect("preloaded");
+    let s = shared_or_error();
     let h = s.header;
-    let q = crate::notify::queue().expect("preloaded");
+    let q = crate::notify::queue().unwrap_or_else(|| crate::error::not_preloaded());
     let (pending, workers) = q.pending_and_workers();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed) as i64;
     let row = (
@@ -154,6 +160,7 @@ fn safe_upsert_info_data() -> TableIterator<
         load(&q.header.sent),
         timestamp(q.header.last_sent_at.load(std::sync::atomic::Ordering::Relaxed)),
         workers as i32,
+        h.log_skipped.load(std::sync::atomic::Ordering::Relaxed) as i64,
     );
     TableIterator::once(row)
 }
@@ -161,7 +168,7 @@ fn safe_upsert_info_data() -> TableIterator<
 #[pg_extern(sql = false)]
 fn safe_upsert_stats_reset(target: Option<pg_sys::Oid>) {
     crate::require_preload();
-    shared().expect("preloaded").reset(my_database(), target.map(|t| t.to_u32()), now());
+    shared_or_error().reset(my_database(), target.map(|t| t.to_u32()), now());
 }
 
 extension_sql!(

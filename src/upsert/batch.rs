@@ -13,17 +13,18 @@ use super::input::{self, NULL};
 use super::plan_cache::{self, prepare_custom, BatchPlan, Plan};
 use super::single::{cell, kept_outcome, upsert_row};
 use super::statement::OnTie;
-use super::tracking::{self, PlanSeen};
+use super::tracking::{self, CallState};
 use super::outcome::Outcome;
 use super::{as_object, kept, open_table, Args};
 use crate::error;
 
 /// (1-based position, outcome as the OID of its SQL enum label) per row, in input order.
 pub fn call(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
-    let seen = PlanSeen::default();
-    tracking::guard(args.relid, &seen, None, || {
-        let on_tie = args.on_tie();
+    let state = CallState::default();
+    tracking::guard(args.relid, &state, None, || {
         open_table(args.relid);
+        state.opened.set(true);
+        let on_tie = args.on_tie();
         Spi::connect(|client| {
             let rows: Vec<&Map<String, Value>> = match &rows {
                 Value::Array(rows) => {
@@ -35,7 +36,7 @@ pub fn call(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
             for positions in groups(&rows) {
                 let keys = rows[positions[0]].keys().map(String::as_str).collect();
                 let plan = at_row(positions[0], || plan_cache::get(client, &args.request(keys, on_tie)));
-                *seen.borrow_mut() = Some(plan.clone());
+                *state.plan.borrow_mut() = Some(plan.clone());
                 let mut written: Vec<_> = if plan.update.is_some() {
                     // Partitioned: no set-based statement can tell inserts from updates there.
                     positions.iter().map(|&p| (p, at_row(p, || upsert_row(&plan, on_tie, rows[p])))).map(|(p, (o, v))| (p, o, v)).collect()
@@ -44,6 +45,7 @@ pub fn call(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
                 };
                 written.sort_unstable_by_key(|(pos, _, _)| *pos); // conflicts are logged in input order
                 for (pos, outcome, stored_version) in written {
+                    pgrx::pg_sys::check_for_interrupts!();
                     tracking::record(&plan, outcome, rows[pos], stored_version);
                     outcomes.push((pos as i32 + 1, outcome.to_oid(client)));
                 }
@@ -60,6 +62,7 @@ fn groups(rows: &[&Map<String, Value>]) -> Vec<Vec<usize>> {
     let mut index: HashMap<Vec<&str>, usize> = HashMap::new();
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (pos, row) in rows.iter().enumerate() {
+        pgrx::pg_sys::check_for_interrupts!();
         let keys: Vec<&str> = row.keys().map(String::as_str).collect();
         let g = *index.entry(keys).or_insert_with(|| {
             groups.push(Vec::new());
@@ -176,20 +179,22 @@ fn upsert_group(
     // SAFETY: inside an SPI connection; one parameter per batch statement argument.
     let (_, notes) = kept::collect(|| unsafe {
         let rc = pg_sys::SPI_execute_plan(batch.upsert, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
-        assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
+        if rc < 0 {
+            error::spi_failed("SPI_execute_plan", rc);
+        }
     });
     // SAFETY: the batch statement returned SPI_processed rows of (int, bool, bool, bool, bool,
     // text, bigint).
     unsafe {
         for r in 0..pg_sys::SPI_processed as usize {
-            let pos = cell::<i32>(r, 1).expect("position") as usize - 1;
+            let pos = position(r, rows.len());
             let winner = cell::<bool>(r, 2) == Some(true);
             let outcome = if winner {
                 match cell::<bool>(r, 3) {
                     Some(true) => Outcome::Inserted,
                     Some(false) => Outcome::Updated,
                     None => {
-                        skipped.push((cell::<i64>(r, 7).expect("key order"), pos));
+                        skipped.push((cell::<i64>(r, 7).unwrap_or(0), pos));
                         continue;
                     }
                 }
@@ -217,6 +222,17 @@ fn upsert_group(
     results
 }
 
+/// The 0-based input position in column 1 of result row `r`, checked against the batch's size.
+///
+/// # Safety
+/// The last SPI statement returned at least `r + 1` rows whose first column is an int.
+unsafe fn position(r: usize, rows: usize) -> usize {
+    match cell::<i32>(r, 1) {
+        Some(p) if p >= 1 && (p as usize) <= rows => p as usize - 1,
+        _ => error::internal("a batch statement returned a row position out of range"),
+    }
+}
+
 /// Why the stored rows of the skipped winners at `skipped` were kept, read by a second statement:
 /// the fallback when the write's notes do not match them one for one.
 fn classify_group(
@@ -229,8 +245,10 @@ fn classify_group(
     let batch = batch_plan(plan);
     skipped.sort_unstable();
     // positions are ascending within a group, so each skipped row's index is found by search
-    let picks: Vec<usize> =
-        skipped.iter().map(|p| converted.positions.binary_search(p).expect("a row of this group")).collect();
+    let picks: Vec<usize> = skipped
+        .iter()
+        .map(|p| converted.positions.binary_search(p).unwrap_or_else(|_| error::internal("a kept row is not of its group")))
+        .collect();
     let mut params = self::params(plan, batch, converted, &picks);
     let not_null = vec![input::NOT_NULL; params.len()];
     let mut results = Vec::with_capacity(skipped.len());
@@ -238,9 +256,11 @@ fn classify_group(
     // SAFETY: inside an SPI connection; classify returns rows of (int, bool, bool, text).
     unsafe {
         let rc = pg_sys::SPI_execute_plan(plan.batch_classify(batch), params.as_mut_ptr(), not_null.as_ptr(), false, 0);
-        assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
+        if rc < 0 {
+            error::spi_failed("SPI_execute_plan", rc);
+        }
         for r in 0..pg_sys::SPI_processed as usize {
-            let pos = cell::<i32>(r, 1).expect("position") as usize - 1;
+            let pos = position(r, rows.len());
             let outcome = at_row(pos, || kept_outcome(plan, on_tie, rows[pos], cell::<bool>(r, 2), cell::<bool>(r, 3), false));
             results.push((pos, outcome, cell::<String>(r, 4)));
             if let Ok(i) = skipped.binary_search(&pos) {

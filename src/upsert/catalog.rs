@@ -44,6 +44,15 @@ fn text_for_oid(client: &SpiClient<'_>, sql: &str, oid: pg_sys::Oid) -> Option<S
     client.select(sql, Some(1), &[oid.into()]).and_then(|t| t.first().get_one::<String>()).ok().flatten()
 }
 
+/// Column `n` of a catalog row, which the query guarantees is not null.
+fn column<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(row: &pgrx::spi::SpiHeapTupleData<'_>, n: usize) -> T {
+    match row.get::<T>(n) {
+        Ok(Some(v)) => v,
+        Ok(None) => error::internal(&format!("catalog column {n} is null")),
+        Err(e) => error::catalog_read_failed("a catalog column", &e),
+    }
+}
+
 /// `schema.table`, quoted where needed: used both in messages and in generated SQL.
 pub fn qualified_table_name(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Option<String> {
     text_for_oid(
@@ -74,11 +83,11 @@ fn kept_function(client: &SpiClient<'_>) -> (String, pg_sys::Oid) {
             Some(1),
             &[],
         )
-        .expect("reading pg_proc");
+        .unwrap_or_else(|e| error::catalog_read_failed("pg_proc", &e));
     let row = row.first();
     match (row.get::<String>(1).ok().flatten(), row.get::<pg_sys::Oid>(2).ok().flatten()) {
         (Some(name), Some(oid)) => (name, oid),
-        _ => panic!("function safe_upsert_kept of extension pg_safeupsert not found"),
+        _ => error::extension_object_missing("function safe_upsert_kept"),
     }
 }
 
@@ -94,7 +103,7 @@ fn attributes(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Vec<Attr> {
             None,
             &[relid.into()],
         )
-        .expect("reading pg_attribute");
+        .unwrap_or_else(|e| error::catalog_read_failed("pg_attribute", &e));
     rows.map(|r| {
         let generated = match (r.get::<String>(6).ok().flatten(), r.get::<String>(7).ok().flatten()) {
             (Some(g), _) if g == "s" || g == "v" => Some("a generated column"),
@@ -102,13 +111,13 @@ fn attributes(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Vec<Attr> {
             _ => None,
         };
         Attr {
-            name: r.get::<String>(1).unwrap().unwrap(),
-            quoted: r.get::<String>(2).unwrap().unwrap(),
-            attnum: r.get::<i16>(3).unwrap().unwrap(),
-            typid: r.get::<pg_sys::Oid>(4).unwrap().unwrap(),
-            typmod: r.get::<i32>(5).unwrap().unwrap(),
+            name: column(&r, 1),
+            quoted: column(&r, 2),
+            attnum: column(&r, 3),
+            typid: column(&r, 4),
+            typmod: column(&r, 5),
             generated,
-            type_name: r.get::<String>(8).unwrap().unwrap(),
+            type_name: column(&r, 8),
         }
     })
     .collect()
@@ -126,8 +135,8 @@ fn arbiter_indexes(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Vec<(bool, Vec
             None,
             &[relid.into()],
         )
-        .expect("reading pg_index");
-    rows.map(|r| (r.get::<bool>(1).unwrap().unwrap(), r.get::<Vec<i16>>(2).unwrap().unwrap()))
+        .unwrap_or_else(|e| error::catalog_read_failed("pg_index", &e));
+    rows.map(|r| (column(&r, 1), column(&r, 2)))
         .collect()
 }
 
@@ -140,7 +149,7 @@ fn qualified_operator(client: &SpiClient<'_>, opr: pg_sys::Oid) -> String {
          WHERE o.oid OPERATOR(pg_catalog.=) $1",
         opr,
     )
-    .expect("operator exists")
+    .unwrap_or_else(|| error::internal(&format!("operator {} not found", opr.to_u32())))
 }
 
 /// The (less-than, equal) operators of a type's default btree ordering, if it has one.
@@ -184,9 +193,12 @@ pub fn describe(client: &SpiClient<'_>, req: &Request<'_>) -> (Shape, Vec<Column
     let key_attnums = choose_key(client, req, &table, &attrs);
     let mut key = Vec::with_capacity(key_attnums.len());
     for attnum in &key_attnums {
-        let a = attrs.iter().find(|a| a.attnum == *attnum).expect("index column exists");
+        let Some(a) = attrs.iter().find(|a| a.attnum == *attnum) else {
+            error::internal(&format!("column {attnum} of the key of table {table} not found"))
+        };
         let index = position(*attnum).unwrap_or_else(|| error::key_missing(&table, &a.name));
-        let (_, eq) = ordering_operators(a.typid).expect("a unique index column has an equality operator");
+        let (_, eq) = ordering_operators(a.typid)
+            .unwrap_or_else(|| error::key_column_without_equality(&table, &a.name, &a.type_name));
         key.push(KeyCol { index, eq: qualified_operator(client, eq) });
     }
 
@@ -259,5 +271,25 @@ fn choose_key(client: &SpiClient<'_>, req: &Request<'_>, table: &str, attrs: &[A
                 .find(|cols| *cols == wanted)
                 .unwrap_or_else(|| error::no_unique_index(table, &names.join(", ")))
         }
+    }
+}
+
+/// A palloc'd C string from the catalog, copied; None for NULL (the object is gone).
+pub unsafe fn owned(s: *const std::ffi::c_char) -> Option<String> {
+    (!s.is_null()).then(|| std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned())
+}
+
+/// `schema.table`, each part quoted where needed, as `quote_ident` does, read from the
+/// syscache (no SQL); None if dropped.
+pub fn syscache_table_name(relid: pg_sys::Oid) -> Option<String> {
+    // SAFETY: syscache lookups inside a transaction; quote_identifier returns its input or a
+    // palloc'd copy.
+    unsafe {
+        let rel = pg_sys::get_rel_name(relid);
+        let nsp = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        if rel.is_null() || nsp.is_null() {
+            return None;
+        }
+        Some(format!("{}.{}", owned(pg_sys::quote_identifier(nsp))?, owned(pg_sys::quote_identifier(rel))?))
     }
 }

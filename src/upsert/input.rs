@@ -20,6 +20,7 @@ pub fn convert(plan: &Plan, row: &Map<String, Value>) -> (Vec<pg_sys::Datum>, Ve
     let mut values = Vec::with_capacity(plan.columns.len());
     let mut nulls = Vec::with_capacity(plan.columns.len());
     for (i, col) in plan.columns.iter().enumerate() {
+        pgrx::pg_sys::check_for_interrupts!();
         let value = row.get(&col.meta.name).unwrap_or(&Value::Null);
         match json_text::input_text(value, col.meta.kind) {
             Some(text) => {

@@ -34,7 +34,8 @@ fn safe_upsert_one(
     on_tie: Option<&str>,
 ) -> pg_sys::Oid {
     let args = Args::new(target, vec![name_arg(version_col, "version_col")], conflict_cols, on_tie);
-    single::call(args, json_arg(row, "row"))
+    let row = json_arg(row, "row", args.relid);
+    single::call(args, row)
 }
 
 #[pg_extern(sql = false)]
@@ -46,7 +47,8 @@ fn safe_upsert_multi(
     on_tie: Option<&str>,
 ) -> pg_sys::Oid {
     let args = Args::new(target, version_names(version_cols), conflict_cols, on_tie);
-    single::call(args, json_arg(row, "row"))
+    let row = json_arg(row, "row", args.relid);
+    single::call(args, row)
 }
 
 #[pg_extern(sql = false)]
@@ -58,7 +60,8 @@ fn safe_upsert_many_one(
     on_tie: Option<&str>,
 ) -> TableIterator<'static, (name!(ord, i32), name!(outcome, pg_sys::Oid))> {
     let args = Args::new(target, vec![name_arg(version_col, "version_col")], conflict_cols, on_tie);
-    TableIterator::new(batch::call(args, json_arg(rows, "rows")))
+    let rows = json_arg(rows, "rows", args.relid);
+    TableIterator::new(batch::call(args, rows))
 }
 
 #[pg_extern(sql = false)]
@@ -70,7 +73,8 @@ fn safe_upsert_many_multi(
     on_tie: Option<&str>,
 ) -> TableIterator<'static, (name!(ord, i32), name!(outcome, pg_sys::Oid))> {
     let args = Args::new(target, version_names(version_cols), conflict_cols, on_tie);
-    TableIterator::new(batch::call(args, json_arg(rows, "rows")))
+    let rows = json_arg(rows, "rows", args.relid);
+    TableIterator::new(batch::call(args, rows))
 }
 
 extension_sql!(
@@ -113,11 +117,15 @@ COMMENT ON FUNCTION safe_upsert_many(regclass, jsonb, name[], name[], text) IS
 
 /// A jsonb argument's value (declared `internal` on the Rust side only to receive the datum as
 /// is: the SQL signatures say jsonb).
-fn json_arg(arg: Option<Internal>, name: &str) -> Value {
-    match arg.and_then(Internal::unwrap) {
-        // SAFETY: the SQL signature makes this a non-NULL jsonb datum.
-        Some(datum) => unsafe { jsonb_read::to_value(datum) },
-        None => error::null_argument(name),
+fn json_arg(arg: Option<Internal>, name: &str, relid: pg_sys::Oid) -> Value {
+    let Some(datum) = arg.and_then(Internal::unwrap) else { error::null_argument(name) };
+    // SAFETY: the SQL signature makes this a non-NULL jsonb datum.
+    match unsafe { jsonb_read::to_value(datum) } {
+        Ok(value) => value,
+        Err(deep) => {
+            let table = catalog::syscache_table_name(relid).unwrap_or_else(|| relid.to_u32().to_string());
+            error::json_too_deep(&table, name, deep.key.as_deref(), jsonb_read::MAX_DEPTH)
+        }
     }
 }
 

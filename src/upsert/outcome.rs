@@ -7,6 +7,8 @@ use std::cell::Cell;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
+use crate::error;
+
 /// What happened to one row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -67,7 +69,7 @@ fn label_oids(client: &SpiClient<'_>) -> [pg_sys::Oid; 5] {
             None,
             &[],
         )
-        .expect("reading pg_enum");
+        .unwrap_or_else(|e| error::catalog_read_failed("pg_enum", &e));
     let mut oids = [pg_sys::InvalidOid; 5];
     for row in rows {
         let label: String = row.get(1).ok().flatten().unwrap_or_default();
@@ -75,7 +77,9 @@ fn label_oids(client: &SpiClient<'_>) -> [pg_sys::Oid; 5] {
             oids[i] = row.get(2).ok().flatten().unwrap_or(pg_sys::InvalidOid);
         }
     }
-    assert!(oids.iter().all(|o| *o != pg_sys::InvalidOid), "type safe_upsert_outcome of extension pg_safeupsert not found");
+    if oids.contains(&pg_sys::InvalidOid) {
+        error::extension_object_missing("type safe_upsert_outcome");
+    }
     oids
 }
 

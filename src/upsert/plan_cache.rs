@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use super::catalog::{self, ColumnMeta, Request};
 use super::statement::Shape;
-use crate::gucs;
+use crate::{error, gucs};
 
 /// A sent column, ready to turn JSON text into a Datum.
 pub struct InputColumn {
@@ -87,12 +87,19 @@ pub fn prepare_custom(sql: &str, argtypes: &mut [pg_sys::Oid]) -> pg_sys::SPIPla
 }
 
 fn prepare_with(sql: &str, argtypes: &mut [pg_sys::Oid], options: i32) -> pg_sys::SPIPlanPtr {
-    let sql = CString::new(sql).expect("generated SQL has no NUL");
+    // Names come from the catalog, which holds no NUL; a name that did would be refused here.
+    let Ok(sql) = CString::new(sql) else { error::internal("generated SQL holds a NUL byte") };
     // SAFETY: called inside an SPI connection; errors in parse analysis raise ERROR.
     unsafe {
         let plan = pg_sys::SPI_prepare_cursor(sql.as_ptr(), argtypes.len() as i32, argtypes.as_mut_ptr(), options);
-        assert!(!plan.is_null(), "SPI_prepare failed");
-        assert_eq!(pg_sys::SPI_keepplan(plan), 0, "SPI_keepplan failed");
+        if plan.is_null() {
+            error::spi_failed("SPI_prepare", pg_sys::SPI_result);
+        }
+        let rc = pg_sys::SPI_keepplan(plan);
+        if rc != 0 {
+            pg_sys::SPI_freeplan(plan);
+            error::spi_failed("SPI_keepplan", rc);
+        }
         plan
     }
 }

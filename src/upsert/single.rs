@@ -6,21 +6,22 @@ use serde_json::{Map, Value};
 
 use super::plan_cache::{self, Plan};
 use super::statement::OnTie;
-use super::tracking::{self, PlanSeen};
+use super::tracking::{self, CallState};
 use super::outcome::Outcome;
 use super::{as_object, input, kept, open_table, Args};
 use crate::error;
 
 /// The outcome, as the OID of its SQL enum label.
 pub fn call(args: Args, row: Value) -> pg_sys::Oid {
-    let seen = PlanSeen::default();
-    tracking::guard(args.relid, &seen, Some(&row), || {
-        let on_tie = args.on_tie();
+    let state = CallState::default();
+    tracking::guard(args.relid, &state, Some(&row), || {
         open_table(args.relid);
+        state.opened.set(true);
+        let on_tie = args.on_tie();
         Spi::connect(|client| {
             let row = as_object(client, args.relid, &row);
             let plan = plan_cache::get(client, &args.request(row.keys().map(String::as_str).collect(), on_tie));
-            *seen.borrow_mut() = Some(plan.clone());
+            *state.plan.borrow_mut() = Some(plan.clone());
             let (outcome, stored_version) = upsert_row(&plan, on_tie, row);
             tracking::record(&plan, outcome, row, stored_version);
             outcome.to_oid(client)
@@ -35,7 +36,9 @@ pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outc
     let run = |stmt: pg_sys::SPIPlanPtr, values: &mut Vec<pg_sys::Datum>| unsafe {
         // SAFETY: inside an SPI connection; values and nulls have one entry per parameter.
         let rc = pg_sys::SPI_execute_plan(stmt, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
-        assert!(rc >= 0, "SPI_execute_plan failed: {rc}");
+        if rc < 0 {
+            error::spi_failed("SPI_execute_plan", rc);
+        }
         pg_sys::SPI_processed
     };
     // A partitioned table's row can be deleted between the insert that found it and the update:

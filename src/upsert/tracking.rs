@@ -1,7 +1,7 @@
 //! What the upsert entry points tell the statistics: each row's outcome and conflicts, and the
 //! failure of a call, counted before the error propagates since its transaction will not commit.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
@@ -13,8 +13,14 @@ use super::outcome::Outcome;
 use crate::error;
 use crate::stats::{self, Counter, LogRecord};
 
-/// The plan a call was using, for describing its failure.
-pub type PlanSeen = RefCell<Option<Rc<Plan>>>;
+/// What a call has got to, for describing its failure without looking anything up then.
+#[derive(Default)]
+pub struct CallState {
+    /// the target exists and is locked: a failure from here on is the table's
+    pub opened: Cell<bool>,
+    /// the plan the call was using
+    pub plan: RefCell<Option<Rc<Plan>>>,
+}
 
 fn counter(outcome: Outcome) -> Counter {
     match outcome {
@@ -26,16 +32,19 @@ fn counter(outcome: Outcome) -> Counter {
     }
 }
 
-/// Runs a call, counting its failure (if tracking is on) before re-raising the error.
-pub fn guard<R>(relid: pg_sys::Oid, plan: &PlanSeen, row: Option<&Value>, work: impl FnOnce() -> R) -> R {
+/// Runs a call, noting its failure (if tracking is on) before re-raising the error. The note is
+/// made in backend memory only, and counted when the (sub)transaction ends.
+pub fn guard<R>(relid: pg_sys::Oid, state: &CallState, row: Option<&Value>, work: impl FnOnce() -> R) -> R {
     if !stats::tracking() {
         return work();
     }
     match std::panic::catch_unwind(AssertUnwindSafe(work)) {
         Ok(done) => done,
         Err(payload) => {
-            let code = error::caught(payload.as_ref()).map(|r| r.sql_error_code());
-            record_failure(relid, code, plan.borrow().as_deref(), row);
+            if state.opened.get() {
+                let code = error::caught(payload.as_ref()).map(|r| r.sql_error_code());
+                record_failure(relid, code, state.plan.borrow().as_deref(), row);
+            }
             std::panic::resume_unwind(payload)
         }
     }
@@ -61,18 +70,14 @@ fn describe(plan: &Plan, row: &Map<String, Value>, kind: Counter, stored_version
         key: plan.key_json(row).to_string(),
         stored_version,
         incoming_version: plan.version_json(row).to_string(),
-        incoming_row: stats::cut_row(row, 256, 1024),
+        incoming_row: stats::cut_row(row, stats::VALUE_BYTES, stats::ROW_BYTES),
         ..Default::default()
     }
 }
 
-/// Counts a failed call: unique violations (logged as conflicts too, when the row is known)
-/// apart from other errors. A call whose target does not exist is not counted.
+/// Notes a failed call on an existing table: unique violations (logged as conflicts too, when
+/// the row is known) apart from other errors.
 fn record_failure(relid: pg_sys::Oid, code: Option<PgSqlErrorCode>, plan: Option<&Plan>, row: Option<&Value>) {
-    // SAFETY: plain syscache lookup.
-    if unsafe { pg_sys::get_rel_relkind(relid) } == 0 {
-        return;
-    }
     if code != Some(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION) {
         return stats::failed(relid, Counter::Errors, None);
     }
