@@ -131,6 +131,8 @@ pub fn register() {
 /// A channel name that NOTIFY accepts: not empty, shorter than an identifier's limit.
 #[pg_guard]
 unsafe extern "C-unwind" fn check_channel(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
-    let name = if (*newval).is_null() { &[][..] } else { CStr::from_ptr(*newval).to_bytes() };
+    // SAFETY: PostgreSQL calls a check hook with a valid pointer to the proposed value, which is
+    // NULL or a NUL-terminated string.
+    let name = unsafe { if (*newval).is_null() { &[][..] } else { CStr::from_ptr(*newval).to_bytes() } };
     !name.is_empty() && name.len() < pg_sys::NAMEDATALEN as usize
 }

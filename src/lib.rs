@@ -1,6 +1,6 @@
 //! pg_safeupsert: versioned, race-free upserts for PostgreSQL.
 
-#![warn(unsafe_op_in_unsafe_fn)]
+#![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 use pgrx::prelude::*;

@@ -25,7 +25,9 @@ pub fn shmem_size() -> usize {
 /// # Safety
 /// Called from the shared memory startup hook with memory of `shmem_size()` bytes.
 pub unsafe fn attach(base: *mut u8, fresh: bool, lock: *mut pg_sys::LWLock) {
-    QUEUE = Some(Queue::attach(base, fresh, gucs::QUEUE_SIZE.get() as u32, lock));
+    // SAFETY: the startup hook runs before any backend exists (or alone, after a crash), so
+    // nothing reads QUEUE meanwhile; `base` is as this function's contract says.
+    unsafe { QUEUE = Some(Queue::attach(base, fresh, gucs::QUEUE_SIZE.get() as u32, lock)) };
 }
 
 /// Queues a committed transaction's conflicts, unless notifications are off.

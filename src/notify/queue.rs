@@ -87,13 +87,18 @@ impl Queue {
     /// # Safety
     /// `base` points to `size(capacity)` bytes of shared memory, zeroed when `fresh`.
     pub unsafe fn attach(base: *mut u8, fresh: bool, capacity: u32, lock: *mut pg_sys::LWLock) -> Queue {
-        if fresh {
-            std::ptr::write_bytes(base, 0, size(capacity as usize));
-            let h = base as *mut Header;
-            (*h).lock = lock;
-            (*h).capacity = capacity;
+        // SAFETY: `base` points to `size(capacity)` bytes (the contract); all-zero bytes are a
+        // valid header and valid slots. A fresh segment is set up here, in the postmaster,
+        // before any backend can read it.
+        unsafe {
+            if fresh {
+                std::ptr::write_bytes(base, 0, size(capacity as usize));
+                let h = base as *mut Header;
+                (*h).lock = lock;
+                (*h).capacity = capacity;
+            }
+            Queue { header: &*(base as *const Header), base }
         }
-        Queue { header: &*(base as *const Header), base }
     }
 
     fn capacity(&self) -> u64 {
@@ -102,29 +107,38 @@ impl Queue {
 
     /// # Safety: caller holds the lock.
     unsafe fn slot(&self, i: usize) -> *mut Slot {
-        self.base.add(size_of::<Header>() + i * stride(self.header.capacity as usize)) as *mut Slot
+        // SAFETY: i < MAX_DATABASES (the callers' loops), so the slot lies within `size(capacity)`.
+        unsafe { self.base.add(size_of::<Header>() + i * stride(self.header.capacity as usize)) as *mut Slot }
     }
 
     /// # Safety: caller holds the lock.
     unsafe fn event(&self, slot: *mut Slot, n: u64) -> *mut Event {
-        let events = (slot as *mut u8).add(size_of::<Slot>().next_multiple_of(align_of::<Event>())) as *mut Event;
-        events.add((n % self.capacity()) as usize)
+        // SAFETY: `slot` comes from `slot()`; its `capacity` events follow it within its stride,
+        // and the index is reduced modulo the capacity.
+        unsafe {
+            let events = (slot as *mut u8).add(size_of::<Slot>().next_multiple_of(align_of::<Event>())) as *mut Event;
+            events.add((n % self.capacity()) as usize)
+        }
     }
 
     fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
         // SAFETY: our own LWLock; nothing inside f raises an error.
         unsafe { pg_sys::LWLockAcquire(self.header.lock, pg_sys::LWLockMode::LW_EXCLUSIVE) };
         let r = f();
+        // SAFETY: acquired just above, by this backend.
         unsafe { pg_sys::LWLockRelease(self.header.lock) };
         r
     }
 
     unsafe fn find(&self, dbid: u32) -> Option<*mut Slot> {
-        (0..MAX_DATABASES).map(|i| self.slot(i)).find(|&s| (*s).dbid == dbid)
+        // SAFETY: the caller holds the lock; every index is below MAX_DATABASES.
+        (0..MAX_DATABASES).map(|i| unsafe { self.slot(i) }).find(|&s| unsafe { (*s).dbid } == dbid)
     }
 
     /// Queues a committed transaction's events and wakes whoever should send them.
     pub fn push(&self, dbid: u32, events: &[Event]) {
+        // SAFETY: with_lock holds the queue's LWLock; slot and event pointers come from slot() and
+        // event(), within the segment.
         let wake = self.with_lock(|| unsafe {
             let slot = match self.find(dbid).or_else(|| self.find(0)) {
                 Some(s) => s,
@@ -156,6 +170,8 @@ impl Queue {
     /// The launcher announces itself, and forgets requests a previous launcher left pending.
     pub fn register_launcher(&self, latch: *mut pg_sys::Latch) {
         self.header.launcher_latch.store(latch, Relaxed);
+        // SAFETY: with_lock holds the queue's LWLock; slot and event pointers come from slot() and
+        // event(), within the segment.
         self.with_lock(|| unsafe {
             for i in 0..MAX_DATABASES {
                 (*self.slot(i)).starting = false;
@@ -165,6 +181,8 @@ impl Queue {
 
     /// Databases with events and no worker; each is marked as starting.
     pub fn orphans(&self) -> Vec<u32> {
+        // SAFETY: with_lock holds the queue's LWLock; slot and event pointers come from slot() and
+        // event(), within the segment.
         self.with_lock(|| unsafe {
             (0..MAX_DATABASES)
                 .map(|i| self.slot(i))
@@ -182,6 +200,8 @@ impl Queue {
     /// Whether another database has events and no worker: then a long-running notifier makes
     /// room, so that a few busy databases cannot hold every worker slot.
     pub fn others_waiting(&self, dbid: u32) -> bool {
+        // SAFETY: with_lock holds the queue's LWLock; slot and event pointers come from slot() and
+        // event(), within the segment.
         self.with_lock(|| unsafe {
             (0..MAX_DATABASES).map(|i| self.slot(i)).any(|s| {
                 (*s).dbid != 0 && (*s).dbid != dbid && (*s).worker_pid == 0 && ((*s).tail > (*s).head || (*s).dropped > 0)
@@ -191,6 +211,8 @@ impl Queue {
 
     /// A requested worker never attached (it failed to start): allow another request.
     pub fn start_failed(&self, dbid: u32) {
+        // SAFETY: with_lock holds the queue's LWLock; slot and event pointers come from slot() and
+        // event(), within the segment.
         self.with_lock(|| unsafe {
             if let Some(s) = self.find(dbid) {
                 (*s).starting = false;
@@ -200,6 +222,8 @@ impl Queue {
 
     /// A worker takes charge of its database; false if another one already has.
     pub fn attach_worker(&self, dbid: u32, pid: i32, latch: *mut pg_sys::Latch) -> bool {
+        // SAFETY: with_lock holds the queue's LWLock; slot and event pointers come from slot() and
+        // event(), within the segment.
         self.with_lock(|| unsafe {
             let Some(s) = self.find(dbid) else { return false };
             if (*s).worker_pid != 0 && (*s).worker_pid != pid {
@@ -216,6 +240,8 @@ impl Queue {
     /// A slot left with nothing queued is freed for other databases; one with events that came
     /// in as the worker was leaving wakes the launcher to start another.
     pub fn detach_worker(&self, dbid: u32, pid: i32, discard: bool) {
+        // SAFETY: with_lock holds the queue's LWLock; slot and event pointers come from slot() and
+        // event(), within the segment.
         let orphaned = self.with_lock(|| unsafe {
             let Some(s) = self.find(dbid) else { return false };
             if (*s).worker_pid == pid {
@@ -242,6 +268,8 @@ impl Queue {
 
     /// Up to `max` queued events of a database, left in the queue until `consume`.
     pub fn peek(&self, dbid: u32, max: usize) -> Batch {
+        // SAFETY: with_lock holds the queue's LWLock; slot and event pointers come from slot() and
+        // event(), within the segment.
         self.with_lock(|| unsafe {
             let Some(s) = self.find(dbid) else { return Batch { events: vec![], dropped: 0 } };
             let n = ((*s).tail - (*s).head).min(max as u64);
@@ -252,6 +280,8 @@ impl Queue {
 
     /// Removes what a batch held, once its notifications are committed.
     pub fn consume(&self, dbid: u32, batch: &Batch, now: i64) {
+        // SAFETY: with_lock holds the queue's LWLock; slot and event pointers come from slot() and
+        // event(), within the segment.
         self.with_lock(|| unsafe {
             if let Some(s) = self.find(dbid) {
                 (*s).head += batch.events.len() as u64;
@@ -263,6 +293,8 @@ impl Queue {
 
     /// Events waiting, and workers attached, across databases.
     pub fn pending_and_workers(&self) -> (u64, u32) {
+        // SAFETY: with_lock holds the queue's LWLock; slot and event pointers come from slot() and
+        // event(), within the segment.
         self.with_lock(|| unsafe {
             (0..MAX_DATABASES).map(|i| self.slot(i)).fold((0, 0), |(p, w), s| {
                 (p + ((*s).tail - (*s).head), w + ((*s).worker_pid != 0) as u32)

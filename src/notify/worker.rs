@@ -99,6 +99,7 @@ pub extern "C-unwind" fn pg_safeupsert_launcher_main(_arg: pg_sys::Datum) {
     }
     // Exit code 1 has the postmaster start the launcher again after SIGTERM (it does not at
     // shutdown); queued events wait in shared memory meanwhile.
+    // SAFETY: a worker's normal way out; nothing of ours is held here.
     unsafe { pg_sys::proc_exit(1) };
 }
 
@@ -109,6 +110,7 @@ fn start_notifier(dbid: u32) -> Option<DynamicBackgroundWorker> {
         .set_function("pg_safeupsert_notifier_main")
         .enable_spi_access()
         .set_argument(Some(pg_sys::Datum::from(dbid)))
+        // SAFETY: MyProcPid is set at process start and only read after.
         .set_notify_pid(unsafe { pg_sys::MyProcPid })
         .set_restart_time(None)
         .load_dynamic()
@@ -120,7 +122,10 @@ static mut CONNECTED: bool = false;
 #[pg_guard]
 unsafe extern "C-unwind" fn on_notifier_exit(_code: i32, arg: pg_sys::Datum) {
     // A notifier that could not connect (its database was dropped) takes the events with it.
-    queue().detach_worker(arg.value() as u32, pg_sys::MyProcPid, !CONNECTED);
+    // SAFETY: MyProcPid and CONNECTED are only written before this exit callback can run, by
+    // this single-threaded process.
+    let (pid, connected) = unsafe { (pg_sys::MyProcPid, CONNECTED) };
+    queue().detach_worker(arg.value() as u32, pid, !connected);
 }
 
 #[pg_guard]
@@ -128,10 +133,13 @@ unsafe extern "C-unwind" fn on_notifier_exit(_code: i32, arg: pg_sys::Datum) {
 pub extern "C-unwind" fn pg_safeupsert_notifier_main(arg: pg_sys::Datum) {
     let dbid = arg.value() as u32;
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // SAFETY: registering an exit callback that only touches shared memory we own.
     unsafe { pg_sys::before_shmem_exit(Some(on_notifier_exit), arg) };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(dbid)), None);
+    // SAFETY: this process is single-threaded; the exit callback reads it.
     unsafe { CONNECTED = true };
     let q = queue();
+    // SAFETY: MyProcPid is set at process start and only read after.
     if !q.attach_worker(dbid, unsafe { pg_sys::MyProcPid }, my_latch()) {
         return;
     }
@@ -148,6 +156,7 @@ pub extern "C-unwind" fn pg_safeupsert_notifier_main(arg: pg_sys::Datum) {
             continue;
         }
         let sent = if gucs::NOTIFY.get() { send(&batch) } else { 0 };
+        // SAFETY: reads the clock.
         q.consume(dbid, &batch, unsafe { pg_sys::GetCurrentTimestamp() });
         q.header.sent.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
         idle_since = Instant::now();
@@ -155,6 +164,7 @@ pub extern "C-unwind" fn pg_safeupsert_notifier_main(arg: pg_sys::Datum) {
             break; // the launcher starts another for what is left here
         }
         // Not waiting on the latch meanwhile: writers that queue events do not wake us.
+        // SAFETY: a plain sleep, interrupted by signals.
         unsafe { pg_sys::pg_usleep(PACE.as_micros() as _) };
         if BackgroundWorker::sigterm_received() {
             break;
@@ -172,7 +182,9 @@ fn send(batch: &Batch) -> u64 {
     // Catalog lookups through the syscache and pg_notify called directly: no SQL to parse and
     // plan for each notification.
     BackgroundWorker::transaction(move || {
+        // SAFETY: a syscache lookup inside the transaction; NULL if the database is gone.
         let database = unsafe { catalog::owned(pg_sys::get_database_name(pg_sys::MyDatabaseId)) }.unwrap_or_default();
+        // SAFETY: pg_notify takes two text datums; the channel was checked by its GUC hook.
         let notify = |text: String| unsafe {
             pgrx::direct_function_call_as_datum(
                 pg_sys::pg_notify,

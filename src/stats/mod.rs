@@ -231,11 +231,14 @@ pub fn shmem_size() -> usize {
 /// # Safety
 /// Called from the shared memory startup hook with memory of `shmem_size()` bytes.
 pub unsafe fn attach(base: *mut u8, fresh: bool, lock: *mut pg_sys::LWLock) {
-    let shared = Shared::attach(base, fresh, gucs::MAX_TABLES.get() as u32, gucs::CONFLICT_LOG_SIZE.get() as u32, lock, now());
+    // SAFETY: `base` is as this function's contract says, sized from the same settings.
+    let shared = unsafe { Shared::attach(base, fresh, gucs::MAX_TABLES.get() as u32, gucs::CONFLICT_LOG_SIZE.get() as u32, lock, now()) };
     if fresh {
         load(&shared);
     }
-    SHARED = Some(shared);
+    // SAFETY: the startup hook runs before any backend exists (or alone, after a crash), so
+    // nothing reads SHARED meanwhile.
+    unsafe { SHARED = Some(shared) };
 }
 
 /// Loads the file saved at the last clean shutdown, then removes it, so that a crash (which

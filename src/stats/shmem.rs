@@ -83,22 +83,28 @@ impl Shared {
     /// `base` points to `size(max_tables, log_size)` bytes of shared memory that `init` has set
     /// up (or that this call sets up when `fresh`).
     pub unsafe fn attach(base: *mut u8, fresh: bool, max_tables: u32, log_size: u32, lock: *mut pg_sys::LWLock, now: i64) -> Shared {
-        if fresh {
-            std::ptr::write_bytes(base, 0, size(max_tables as usize, log_size as usize));
-            let h = base as *mut Header;
-            (*h).lock = lock;
-            (*h).max_tables = max_tables;
-            (*h).log_size = log_size;
-            (*h).next_id = AtomicU64::new(1);
-            (*h).stats_reset = AtomicI64::new(now);
-        }
-        let header = &*(base as *const Header);
-        let tables_at = base.add(size_of::<Header>()) as *const TableEntry;
-        let log_at = tables_at.add(header.max_tables as usize) as *const LogSlot;
-        Shared {
-            header,
-            tables: std::slice::from_raw_parts(tables_at, header.max_tables as usize),
-            log: std::slice::from_raw_parts(log_at, header.log_size as usize),
+        // SAFETY: `base` points to `size(max_tables, log_size)` bytes (the contract), which hold
+        // the header, then `max_tables` entries, then `log_size` slots; all-zero bytes are a
+        // valid value of each (atomics, integers, a null pointer). A fresh segment is set up
+        // here, in the postmaster, before any backend can read it.
+        unsafe {
+            if fresh {
+                std::ptr::write_bytes(base, 0, size(max_tables as usize, log_size as usize));
+                let h = base as *mut Header;
+                (*h).lock = lock;
+                (*h).max_tables = max_tables;
+                (*h).log_size = log_size;
+                (*h).next_id = AtomicU64::new(1);
+                (*h).stats_reset = AtomicI64::new(now);
+            }
+            let header = &*(base as *const Header);
+            let tables_at = base.add(size_of::<Header>()) as *const TableEntry;
+            let log_at = tables_at.add(header.max_tables as usize) as *const LogSlot;
+            Shared {
+                header,
+                tables: std::slice::from_raw_parts(tables_at, header.max_tables as usize),
+                log: std::slice::from_raw_parts(log_at, header.log_size as usize),
+            }
         }
     }
 
@@ -282,7 +288,7 @@ impl Shared {
 
     /// Every logged conflict, oldest first, that `keep` accepts.
     pub fn conflicts(&self, keep: impl Fn(u32, u32) -> bool) -> Vec<LogRecord> {
-        let mut out: Vec<LogRecord> = self.log.iter().filter_map(|slot| read_slot(slot)).filter(|c| keep(c.dbid, c.relid)).collect();
+        let mut out: Vec<LogRecord> = self.log.iter().filter_map(read_slot).filter(|c| keep(c.dbid, c.relid)).collect();
         out.sort_by_key(|c| c.id);
         out
     }

@@ -48,6 +48,8 @@ pub fn kind_name(kind: u8) -> &'static str {
     }
 }
 
+// pgrx reads the column names from the return type, so it stays spelled out.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_safe)]
 fn safe_upsert_stats_data() -> TableIterator<
     'static,
@@ -77,6 +79,8 @@ fn safe_upsert_stats_data() -> TableIterator<
     }))
 }
 
+// pgrx reads the column names from the return type, so it stays spelled out.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_safe)]
 fn safe_upsert_conflicts_data() -> TableIterator<
     'static,
@@ -112,6 +116,8 @@ fn safe_upsert_conflicts_data() -> TableIterator<
     }))
 }
 
+// pgrx reads the column names from the return type, so it stays spelled out.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_safe)]
 fn safe_upsert_info_data() -> TableIterator<
     'static,

@@ -92,6 +92,7 @@ fn batch_plan(plan: &Plan) -> &BatchPlan {
         let mut argtypes = vec![unsafe { pg_sys::get_array_type(pg_sys::INT4OID) }];
         for col in &plan.columns {
             let (mut len, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
+            // SAFETY: plain syscache lookups on the column's existing type.
             let array = unsafe {
                 pg_sys::get_typlenbyvalalign(col.meta.typid, &mut len, &mut byval, &mut align);
                 pg_sys::get_array_type(col.meta.typid)
@@ -227,7 +228,8 @@ fn upsert_group(
 /// # Safety
 /// The last SPI statement returned at least `r + 1` rows whose first column is an int.
 unsafe fn position(r: usize, rows: usize) -> usize {
-    match cell::<i32>(r, 1) {
+    // SAFETY: the caller's contract.
+    match unsafe { cell::<i32>(r, 1) } {
         Some(p) if p >= 1 && (p as usize) <= rows => p as usize - 1,
         _ => error::internal("a batch statement returned a row position out of range"),
     }

@@ -166,6 +166,7 @@ fn column_kind(typid: pg_sys::Oid) -> ColumnKind {
     let base = unsafe { pg_sys::getBaseType(typid) };
     if base == pg_sys::JSONOID || base == pg_sys::JSONBOID {
         ColumnKind::Json
+    // SAFETY: a plain syscache lookup on an existing type.
     } else if unsafe { pg_sys::get_element_type(base) } != pg_sys::InvalidOid {
         ColumnKind::Array
     } else {
@@ -275,8 +276,12 @@ fn choose_key(client: &SpiClient<'_>, req: &Request<'_>, table: &str, attrs: &[A
 }
 
 /// A palloc'd C string from the catalog, copied; None for NULL (the object is gone).
+///
+/// # Safety
+/// `s` is NULL or a NUL-terminated string.
 pub unsafe fn owned(s: *const std::ffi::c_char) -> Option<String> {
-    (!s.is_null()).then(|| std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned())
+    // SAFETY: the caller's contract.
+    (!s.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(s) }.to_string_lossy().into_owned())
 }
 
 /// `schema.table`, each part quoted where needed, as `quote_ident` does, read from the

@@ -46,6 +46,7 @@ pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outc
     for _ in 0..3 {
         let (written, notes) = kept::collect(|| run(plan.upsert, &mut values));
         if written == 1 {
+            // SAFETY: the write returned one row, whose first column is a bool.
             let inserted = unsafe { cell::<bool>(0, 1) } == Some(true);
             return (if inserted { Outcome::Inserted } else { Outcome::Updated }, None);
         }
@@ -60,8 +61,8 @@ pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outc
         }
         if run(plan.classify(), &mut values) == 1 {
             // SAFETY: classify returned one row of (bool, bool, text).
-            let (same_version, same_values) = unsafe { (cell::<bool>(0, 1), cell::<bool>(0, 2)) };
-            return (kept_outcome(plan, on_tie, row, same_version, same_values, false), unsafe { cell::<String>(0, 3) });
+            let (same_version, same_values, stored) = unsafe { (cell::<bool>(0, 1), cell::<bool>(0, 2), cell::<String>(0, 3)) };
+            return (kept_outcome(plan, on_tie, row, same_version, same_values, false), stored);
         }
         if plan.update.is_none() {
             break;
@@ -92,8 +93,11 @@ pub fn kept_outcome(
 /// # Safety
 /// The last SPI statement returned at least `row + 1` rows with a column `col` of type `T`.
 pub unsafe fn cell<T: FromDatum>(row: usize, col: i32) -> Option<T> {
-    let table = pg_sys::SPI_tuptable;
-    let mut isnull = false;
-    let datum = pg_sys::SPI_getbinval(*(*table).vals.add(row), (*table).tupdesc, col, &mut isnull);
-    T::from_datum(datum, isnull)
+    // SAFETY: the caller's contract: SPI_tuptable holds the last statement's rows.
+    unsafe {
+        let table = pg_sys::SPI_tuptable;
+        let mut isnull = false;
+        let datum = pg_sys::SPI_getbinval(*(*table).vals.add(row), (*table).tupdesc, col, &mut isnull);
+        T::from_datum(datum, isnull)
+    }
 }
