@@ -113,13 +113,9 @@ fn publish_failures(p: &mut Pending, shared: &Shared, dbid: u32, now: i64) {
     p.clear_failures();
 }
 
-/// Most (table, kind) events one commit notifies; a transaction that conflicted on more tables
-/// than that still counts and logs them all.
-const MAX_EVENTS: usize = 64;
-
 /// Publishes what the committed (or prepared) transaction did; only a commit is notified.
 /// Runs in the commit (or prepare) callback, so nothing here may fail: the texts were cut when
-/// recorded, the sums' room reserved, and the events live on the stack.
+/// recorded, and the room for the sums and the events reserved.
 fn publish(notify: bool) {
     let Some(shared) = shared() else { return };
     PENDING.with(|p| {
@@ -131,40 +127,33 @@ fn publish(notify: bool) {
         let dbid = unsafe { pg_sys::MyDatabaseId }.to_u32();
         let now = now();
         publish_failures(&mut p, shared, dbid, now);
-        let mut events = [Event::default(); MAX_EVENTS];
-        let mut n_events = 0;
+        let mut events = p.take_events();
         let (per_table, conflicts) = p.committed();
         for (relid, counts) in per_table {
             for kind in [Counter::Stale, Counter::Tie] {
-                if counts[kind as usize] > 0 && n_events < MAX_EVENTS {
-                    events[n_events] = Event { relid: *relid, kind: kind as u8, count: counts[kind as usize], first_id: 0, last_id: 0 };
-                    n_events += 1;
+                // never beyond the reserved room: pushing then cannot allocate
+                if counts[kind as usize] > 0 && events.len() < events.capacity() {
+                    events.push(Event { relid: *relid, kind: kind as u8, count: counts[kind as usize], first_id: 0, last_id: 0 });
                 }
             }
         }
-        let mut last_conflict = [0i64; MAX_EVENTS];
-        for c in conflicts {
+        for c in conflicts.clone() {
             let id = shared.log(c);
-            if let Some(i) = events[..n_events].iter().position(|e| e.relid == c.relid && e.kind == c.kind) {
-                let e = &mut events[i];
+            if let Some(e) = events.iter_mut().find(|e| e.relid == c.relid && e.kind == c.kind) {
                 e.first_id = if e.first_id == 0 { id } else { e.first_id.min(id) };
                 e.last_id = e.last_id.max(id);
-                last_conflict[i] = last_conflict[i].max(c.occurred_at);
             }
         }
         for (relid, counts) in per_table {
             let conflicted = counts[Counter::Stale as usize] + counts[Counter::Tie as usize] > 0;
-            let last = events[..n_events]
-                .iter()
-                .zip(last_conflict)
-                .filter(|(e, at)| e.relid == *relid && *at != 0)
-                .map(|(_, at)| at)
-                .max();
+            let last = conflicts.clone().filter(|c| c.relid == *relid).map(|c| c.occurred_at).max();
             shared.add(dbid, *relid, counts, if conflicted { last.or(Some(now)) } else { None }, now);
         }
+        drop(conflicts);
         if notify {
-            crate::notify::committed(dbid, &events[..n_events]);
+            crate::notify::committed(dbid, &events);
         }
+        p.return_events(events);
         p.clear_committed();
     });
 }

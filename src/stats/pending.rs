@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::notify::queue::Event;
+
 /// Counter slots, in the order of the view's columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
@@ -33,6 +35,8 @@ pub struct Pending {
     failures: Vec<(u32, Counter, Option<Conflict>)>,
     /// room for one (table, counts) per entry of `counts`, reserved when an entry is added
     sums: Vec<(u32, [u64; COUNTERS])>,
+    /// room for a stale and a tie event per entry of `counts`, reserved likewise
+    events: Vec<Event>,
 }
 
 impl Pending {
@@ -45,6 +49,7 @@ impl Pending {
         self.counts.entry((subxact, relid)).or_default()[counter as usize] += 1;
         if self.counts.len() > before {
             self.sums.reserve(self.counts.len().saturating_sub(self.sums.len()));
+            self.events.reserve((2 * self.counts.len()).saturating_sub(self.events.len()));
         }
     }
 
@@ -75,7 +80,7 @@ impl Pending {
 
     /// The counts summed per table (sorted by table), and the conflicts in the order they
     /// happened; then forgets them. Allocates nothing: `sums` was reserved by `count`.
-    pub fn committed(&mut self) -> (&[(u32, [u64; COUNTERS])], impl Iterator<Item = &Conflict>) {
+    pub fn committed(&mut self) -> (&[(u32, [u64; COUNTERS])], impl Iterator<Item = &Conflict> + Clone) {
         self.sums.clear();
         for (&(_, relid), counts) in &self.counts {
             if self.sums.len() < self.sums.capacity() {
@@ -99,6 +104,18 @@ impl Pending {
         }
         self.sums.truncate(kept);
         (&self.sums, self.conflicts.iter().map(|(_, c)| c))
+    }
+
+    /// The reserved room for the commit's events, empty; give it back with `return_events`.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        events
+    }
+
+    pub fn return_events(&mut self, mut events: Vec<Event>) {
+        events.clear();
+        self.events = events;
     }
 
     /// Forgets what `committed` handed out.
@@ -172,9 +189,13 @@ mod tests {
             p.count(sub, 10 + sub % 3, Counter::Updated);
         }
         let capacity = p.sums.capacity();
+        let events = p.take_events();
+        // room for a stale and a tie event of every table, whatever was counted
+        assert!(events.capacity() >= 2 * 3);
         let (t, _) = p.committed();
         assert_eq!(t.iter().map(|(r, c)| (*r, c[Counter::Updated as usize])).collect::<Vec<_>>(), [(10, 333), (11, 334), (12, 333)]);
         assert_eq!(p.sums.capacity(), capacity);
+        p.return_events(events);
     }
 
     #[test]
