@@ -167,11 +167,12 @@ class PrivateCluster:
         env = {**os.environ, "PGUSER": "postgres", "PGDATABASE": "postgres"}
         subprocess.run([self.script, *args], check=True, stdout=subprocess.DEVNULL, env=env)
 
-    def start(self, keep=False):
-        if keep:
-            self._run("start", "--keep", self.name, str(self.port))
-        else:
-            self._run("start", self.name, str(self.port), *self.conf)
+    def start(self):
+        """Starts the cluster: its existing data, or a fresh one with `conf`."""
+        self._run("start", "--keep", self.name, str(self.port), *self.conf)
+
+    def crash(self):
+        self._run("crash", self.name)
 
     def stop(self):
         self._run("stop", self.name)

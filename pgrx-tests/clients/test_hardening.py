@@ -154,7 +154,7 @@ def restart_with_file(srv, content):
     path.write_bytes(content)
     st = os.stat(srv.data)
     os.chown(path, st.st_uid, st.st_gid)
-    srv.start(keep=True)
+    srv.start()
 
 
 def test_a_crafted_statistics_file_never_stops_start_up(small):

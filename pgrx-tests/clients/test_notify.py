@@ -42,14 +42,10 @@ import json
 import os
 import re
 import select
-import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import psycopg2
@@ -57,6 +53,8 @@ import psycopg2.extensions
 import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
+
+from conftest import PrivateCluster
 
 DEFAULT_CHANNEL = "safe_upsert"
 MINIMAL_FIELDS = {"database", "table", "kind", "count", "first_id", "last_id"}
@@ -74,60 +72,8 @@ SETTLE = 0.3
 # ---------------------------------------------------------------------------------------------
 
 
-def cluster_script():
-    return os.environ.get("SAFEUPSERT_CLUSTER_SH") or str(Path(__file__).resolve().parents[2] / "scripts" / "cluster.sh")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A private cluster run by scripts/cluster.sh."""
-
-    def __init__(self, name, conf):
-        self.script = cluster_script()
-        self.name = name
-        self.port = free_port()
-        self.conf = conf
-        root = os.environ.get("PG_SAFEUPSERT_CLUSTERS", "/tmp/pg_safeupsert")
-        self.dir = Path(root) / name
-        self.log = self.dir / "server.log"
-
-    def _run(self, *args):
-        # PGUSER/PGDATABASE for the pg_isready that cluster.sh runs, which would otherwise try
-        # the harness's database (or the OS user) on this server and leave a FATAL in its log
-        env = {**os.environ, "PGUSER": "postgres", "PGDATABASE": "postgres"}
-        subprocess.run([self.script, *args], check=True, stdout=subprocess.DEVNULL, env=env)
-
-    def crash(self):
-        self._run("crash", self.name)
-
-    def start(self):
-        self._run("start", self.name, str(self.port), *self.conf)
-
-    def stop(self):
-        self._run("stop", self.name)
-
-    def remove(self):
-        """Stops the cluster and removes its directory (with SAFEUPSERT_KEEP_CLUSTERS set, only stops)."""
-        try:
-            self.stop()
-        except subprocess.CalledProcessError:
-            pass
-        if not os.environ.get("SAFEUPSERT_KEEP_CLUSTERS"):
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def restart(self):
-        self._run("restart", self.name)
-
-    def dsn(self, dbname="postgres"):
-        return f"host={self.dir / 'sock'} port={self.port} user=postgres dbname={dbname}"
-
-    def connect(self, dbname="postgres", autocommit=True):
-        return psycopg.connect(self.dsn(dbname), autocommit=autocommit)
+class Server(PrivateCluster):
+    """A private cluster run by scripts/cluster.sh (conftest), with databases made easy."""
 
     def execute(self, query, params=None, dbname="postgres"):
         with self.connect(dbname) as c:
@@ -144,8 +90,8 @@ class Server:
 
 
 def server(name, conf):
-    # one name per run: two runs of this file at once (e.g. two test-clients.sh) do not collide
-    return Server(f"{name}_{os.getpid()}", conf)
+    # one name per run (PrivateCluster adds the pid): two runs of this file at once do not collide
+    return Server(name, conf)
 
 
 @pytest.fixture(scope="module")

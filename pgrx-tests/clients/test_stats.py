@@ -29,9 +29,7 @@ import multiprocessing
 import os
 import random
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -42,6 +40,8 @@ import pytest
 from psycopg import errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+
+from conftest import PrivateCluster
 
 COUNTERS = ("inserted", "updated", "stale", "duplicate", "tie", "unique_violations", "errors")
 SAVE_FILE = "pg_stat/pg_safeupsert.stat"
@@ -97,10 +97,6 @@ def relid(conn, table):
     return conn.execute("SELECT %s::regclass::oid", (table,)).fetchone()[0]
 
 
-def cluster_script():
-    return os.environ.get("SAFEUPSERT_CLUSTER_SH") or str(Path(__file__).resolve().parents[2] / "scripts" / "cluster.sh")
-
-
 def datadir(script, name):
     out = subprocess.run([script, "datadir", name], check=True, capture_output=True, text=True)
     return Path(out.stdout.strip())
@@ -135,12 +131,6 @@ def kill_backend_and_wait(dsn, log):
         pass
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ---------------------------------------------------------------------------------------------
 # the private cluster with small postmaster settings
 # ---------------------------------------------------------------------------------------------
@@ -152,46 +142,17 @@ SMALL_CONF = (
 )
 
 
-class PrivateCluster:
-    def __init__(self, script, name, port):
-        self.script, self.name, self.port = script, name, port
-        self.data = datadir(script, name)
-
-    def dsn(self, dbname="postgres"):
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
-
-    def connect(self, dbname="postgres", autocommit=True):
-        return psycopg.connect(self.dsn(dbname), autocommit=autocommit)
-
-    def _run(self, *args):
-        subprocess.run([self.script, *args], check=True, stdout=subprocess.DEVNULL)
-
-    def restart(self):
-        self._run("restart", self.name)
-
-    def stop(self):
-        self._run("stop", self.name)
-
-    def start(self):
-        self._run("start", "--keep", self.name, str(self.port))
-
-
 @pytest.fixture(scope="module")
 def small():
     """A cluster of this module's own: max_tables 3, conflict_log_size 5, 2PC enabled."""
-    script = cluster_script()
-    name = f"test_stats_small_{os.getpid()}"  # of this run alone: concurrent runs don't collide
-    port = free_port()
-    home = datadir(script, name).parent
+    c = PrivateCluster("test_stats_small", SMALL_CONF)
     try:
-        subprocess.run([script, "start", name, str(port), *SMALL_CONF], check=True, stdout=subprocess.DEVNULL)
-        c = PrivateCluster(script, name, port)
+        c.start()
         with c.connect() as conn:
             conn.execute("CREATE EXTENSION pg_safeupsert")
         yield c
     finally:
-        subprocess.run([script, "stop", name], stdout=subprocess.DEVNULL)
-        shutil.rmtree(home, ignore_errors=True)
+        c.remove()
 
 
 class SmallDb:
