@@ -1279,4 +1279,35 @@ mod tests {
             &[r#""p""#, "bad_order"],
         );
     }
+
+    // ---------------------------------------------------------------------------------------------
+    // the plan cache key
+    // ---------------------------------------------------------------------------------------------
+
+    #[pg_test]
+    fn a_crafted_json_key_never_reuses_another_shapes_plan() {
+        run("CREATE TABLE crafted_key (id int PRIMARY KEY, a text, b text, ver int)");
+        assert_eq!(upsert("crafted_key", r#"{"id": 1, "a": "x", "b": "y", "ver": 1}"#, "ver"), "inserted");
+        // sorted, the keys "a\u0002b", "id", "ver" once joined to the same text as "a", "b", "id", "ver"
+        assert_rejected(
+            "crafted_key",
+            r#"SELECT safe_upsert('crafted_key', '{"id": 1, "a\u0002b": "z", "ver": 2}', 'ver')"#,
+            "42703",
+            &["is not a column", "crafted_key"],
+        );
+        assert_rejected(
+            "crafted_key",
+            r#"SELECT * FROM safe_upsert_many('crafted_key', '[{"id": 1, "a\u0002b": "z", "ver": 2}]', 'ver')"#,
+            "42703",
+            &["is not a column"],
+        );
+        assert_eq!(stored("crafted_key", 1).as_deref(), Some("(1,x,y,1)"));
+        // version columns ['a', 'b'] and then ['a\u{2}b'] are two requests: the first compares
+        // (a, b) = (1, 1) with the stored (5, 5), the second the column "a\u{2}b", 2 with 1
+        run("CREATE TABLE crafted_versions (id int PRIMARY KEY, a int, b int, \"a\u{2}b\" int)");
+        run("INSERT INTO crafted_versions VALUES (1, 5, 5, 1)");
+        let row = r#"{"id": 1, "a": 1, "b": 1, "a\u0002b": 2}"#;
+        assert_eq!(upsert_with("crafted_versions", row, "ARRAY['a', 'b']::name[]"), "stale");
+        assert_eq!(upsert_with("crafted_versions", row, r"ARRAY[E'a\x02b']::name[]"), "updated");
+    }
 }

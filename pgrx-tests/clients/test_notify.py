@@ -656,6 +656,17 @@ def test_full_payload_carries_key_and_versions(pg, settings):
     assert_minimal(minimal, "app", table, "stale", 1)
 
 
+def test_full_payload_never_carries_rows_of_a_table_with_row_security(pg, settings):
+    table = pg.table()
+    with pg.connect() as c:
+        c.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+    listener = pg.listen()
+    settings(notify_payload="full")
+    stale(pg.connect(), table, 1)
+    [p] = listener.expect(table, "stale")
+    assert_minimal(p, "app", table, "stale", 1)
+
+
 def test_full_payload_stays_under_8000_bytes(pg, settings):
     """Versions of 5000 bytes each: the full payload would be too long, so the minimal is sent."""
     schema = "n_" + uuid.uuid4().hex[:10]

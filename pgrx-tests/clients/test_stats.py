@@ -581,6 +581,28 @@ def test_role_sees_only_conflicts_of_tables_it_may_select(db, connect, login_rol
     assert [c["usename"] for c in conflicts(su, shared)] == ["postgres", login_role]
 
 
+def test_row_security_hides_row_data_from_roles_it_applies_to(db, connect, login_role):
+    t = db.table("k int PRIMARY KEY, v text, ver int", name="guarded")
+    su = db.conn
+    su.execute(f'GRANT SELECT ON {t} TO "{login_role}"')
+    su.execute(f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY")  # no policy: the role sees no row
+    assert upsert(su, t, {"k": 1, "v": "a", "ver": 5}) == "inserted"
+    assert upsert(su, t, {"k": 1, "v": "b", "ver": 1}) == "stale"
+    r = connect(user=login_role)
+    assert r.execute(f"SELECT count(*) FROM {t}").fetchone()[0] == 0
+    logged = "SELECT kind, key, stored_version, incoming_version, incoming_row FROM safe_upsert_conflicts WHERE relid = %s::regclass"
+    # the role sees that a conflict happened, and the counts, but none of the row's data
+    assert r.execute(logged, (t,)).fetchall() == [("stale", None, None, None, None)]
+    assert counts(r, t) == expect(inserted=1, stale=1)
+    # the owner (a superuser here) sees it all, as RLS does not apply to it
+    assert su.execute(logged, (t,)).fetchall() == [("stale", {"k": 1}, 5, 1, {"k": 1, "v": "b", "ver": 1})]
+    # FORCE makes RLS apply to the owner too: a role that owns the table then sees no data
+    su.execute(f'ALTER TABLE {t} OWNER TO "{login_role}"')
+    assert r.execute(logged, (t,)).fetchall() == [("stale", {"k": 1}, 5, 1, {"k": 1, "v": "b", "ver": 1})]
+    su.execute(f"ALTER TABLE {t} FORCE ROW LEVEL SECURITY")
+    assert r.execute(logged, (t,)).fetchall() == [("stale", None, None, None, None)]
+
+
 def test_public_cannot_reset_stats(db, connect, login_role):
     t = db.table("k int PRIMARY KEY, v text, ver int")
     db.conn.execute(f'GRANT SELECT, INSERT, UPDATE ON {t} TO "{login_role}"')
@@ -648,6 +670,24 @@ def test_dropped_table_row_goes_away(db, conn):
     assert conn.execute("SELECT count(*) FROM safe_upsert_stats WHERE relid = %s", (oid,)).fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM safe_upsert_conflicts WHERE relid = %s", (oid,)).fetchone()[0] == 0
     assert counts(conn, keep) == expect(inserted=1, stale=1)
+
+
+def test_reading_the_stats_inside_a_rolled_back_drop_keeps_them(db, connect):
+    t = db.table("k int PRIMARY KEY, v text, ver int")
+    c = connect()
+    upsert(c, t, {"k": 1, "v": "a", "ver": 5})
+    upsert(c, t, {"k": 1, "v": "a", "ver": 1})
+    oid = relid(c, t)
+    w = connect(autocommit=False)
+    w.execute(f"DROP TABLE {t}")
+    # this transaction no longer sees the table, so neither does its view of the stats ...
+    assert w.execute("SELECT count(*) FROM safe_upsert_stats WHERE relid = %s", (oid,)).fetchone()[0] == 0
+    w.rollback()
+    # ... but the drop did not commit: the counters are still there
+    assert counts(c, t) == expect(inserted=1, stale=1)
+    # a committed drop frees them
+    c.execute(f"DROP TABLE {t}")
+    assert c.execute("SELECT count(*) FROM safe_upsert_stats WHERE relid = %s", (oid,)).fetchone()[0] == 0
 
 
 # ---------------------------------------------------------------------------------------------

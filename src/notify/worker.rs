@@ -194,6 +194,9 @@ fn send(batch: &Batch) -> u64 {
         let mut sent = 0;
         for e in &merged {
             let Some(table) = catalog::syscache_table_name(pg_sys::Oid::from(e.relid)) else { continue }; // dropped since
+            // Row data never goes to listeners of a table with row-level security: its policy
+            // may hide those rows from them.
+            let full = full && !catalog::has_row_security(pg_sys::Oid::from(e.relid));
             let logged = (full && e.count == 1 && e.first_id != 0).then(|| stats::conflict_by_id(e.first_id)).flatten();
             let notice = Notice {
                 database: &database,

@@ -35,6 +35,15 @@ fn may_select(relid: u32) -> bool {
     !missing && result == pg_sys::AclResult::ACLCHECK_OK
 }
 
+/// Whether row-level security applies to this role on the table (as `check_enable_rls` says:
+/// not to its owner without FORCE, a superuser, or a BYPASSRLS role): then the conflict log
+/// shows it no row data, since the policy may hide those rows from it.
+fn row_security_applies(relid: u32) -> bool {
+    // SAFETY: with noError, a missing table or an unset row_security answers instead of raising.
+    let r = unsafe { pg_sys::check_enable_rls(pg_sys::Oid::from(relid), pg_sys::InvalidOid, true) };
+    r as u32 == pg_sys::CheckEnableRlsResult::RLS_ENABLED
+}
+
 /// Stored texts are JSON unless a cut broke them; those are shown as a JSON string.
 fn json(text: &str) -> JsonB {
     JsonB(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
@@ -70,7 +79,11 @@ fn safe_upsert_stats_data() -> TableIterator<
     let shared = shared_or_error();
     let dbid = my_database();
     let (live, dropped): (Vec<_>, Vec<_>) = shared.tables(Some(dbid)).into_iter().partition(|t| table_exists(t.relid));
-    if !dropped.is_empty() {
+    // A table this transaction dropped may come back with a ROLLBACK: only a transaction that
+    // has written nothing sees nothing but committed drops, and only it frees their entries.
+    // SAFETY: plain read of this backend's transaction state.
+    let wrote = unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
+    if !dropped.is_empty() && !wrote {
         shared.forget(dbid, &dropped.iter().map(|t| t.relid).collect::<Vec<_>>());
     }
     TableIterator::new(live.into_iter().map(|t| {
@@ -89,10 +102,10 @@ fn safe_upsert_conflicts_data() -> TableIterator<
         name!(occurred_at, Option<TimestampWithTimeZone>),
         name!(relid, pg_sys::Oid),
         name!(kind, &'static str),
-        name!(key, JsonB),
+        name!(key, Option<JsonB>),
         name!(stored_version, Option<JsonB>),
-        name!(incoming_version, JsonB),
-        name!(incoming_row, JsonB),
+        name!(incoming_version, Option<JsonB>),
+        name!(incoming_row, Option<JsonB>),
         name!(pid, i32),
         name!(userid, pg_sys::Oid),
     ),
@@ -100,16 +113,18 @@ fn safe_upsert_conflicts_data() -> TableIterator<
     crate::require_preload();
     let dbid = my_database();
     let rows = shared_or_error().conflicts(|d, relid| d == dbid && may_select(relid));
-    TableIterator::new(rows.into_iter().map(|c| {
+    let mut hidden: std::collections::HashMap<u32, bool> = Default::default();
+    TableIterator::new(rows.into_iter().map(move |c| {
+        let shown = !*hidden.entry(c.relid).or_insert_with(|| row_security_applies(c.relid));
         (
             c.id as i64,
             timestamp(c.occurred_at),
             pg_sys::Oid::from(c.relid),
             kind_name(c.kind),
-            json(&c.key),
-            c.stored_version.as_deref().map(json),
-            json(&c.incoming_version),
-            json(&c.incoming_row),
+            shown.then(|| json(&c.key)),
+            c.stored_version.as_deref().filter(|_| shown).map(json),
+            shown.then(|| json(&c.incoming_version)),
+            shown.then(|| json(&c.incoming_row)),
             c.pid,
             pg_sys::Oid::from(c.userid),
         )

@@ -298,3 +298,19 @@ pub fn syscache_table_name(relid: pg_sys::Oid) -> Option<String> {
         Some(format!("{}.{}", owned(pg_sys::quote_identifier(nsp))?, owned(pg_sys::quote_identifier(rel))?))
     }
 }
+
+/// Whether the table has row-level security enabled (`relrowsecurity`), read from the syscache;
+/// true when it cannot be read, so that nothing is shown by mistake.
+pub fn has_row_security(relid: pg_sys::Oid) -> bool {
+    // SAFETY: a syscache lookup inside a transaction; the tuple is a pg_class row, released here.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, pg_sys::Datum::from(relid));
+        if tuple.is_null() {
+            return true;
+        }
+        let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple);
+        let rls = (*form).relrowsecurity;
+        pg_sys::ReleaseSysCache(tuple);
+        rls
+    }
+}

@@ -212,8 +212,19 @@ impl Plan {
     }
 }
 
+/// Every input that changes the generated SQL, each part kept apart: no name, however
+/// crafted, can make two requests share a key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    relid: u32,
+    on_tie: super::statement::OnTie,
+    version_cols: Vec<String>,
+    conflict_cols: Option<Vec<String>>,
+    keys: Vec<String>,
+}
+
 struct Cache {
-    plans: HashMap<String, (Rc<Plan>, u64)>,
+    plans: HashMap<CacheKey, (Rc<Plan>, u64)>,
     clock: u64,
 }
 
@@ -225,15 +236,15 @@ thread_local! {
     static KEPT_FUNCTION_HASH: Cell<Option<u32>> = const { Cell::new(None) };
 }
 
-/// The cache key of a request: every input that changes the generated SQL.
-pub fn cache_key(req: &Request<'_>) -> String {
-    let mut key = format!("{}\u{1}{:?}\u{1}", req.relid.to_u32(), req.on_tie);
-    for part in [req.version_cols, req.conflict_cols.unwrap_or(&[])] {
-        key.push_str(&part.join("\u{2}"));
-        key.push('\u{1}');
+/// The cache key of a request.
+pub fn cache_key(req: &Request<'_>) -> CacheKey {
+    CacheKey {
+        relid: req.relid.to_u32(),
+        on_tie: req.on_tie,
+        version_cols: req.version_cols.to_vec(),
+        conflict_cols: req.conflict_cols.map(<[String]>::to_vec),
+        keys: req.keys.iter().map(|k| k.to_string()).collect(),
     }
-    key.push_str(&req.keys.join("\u{2}"));
-    key
 }
 
 /// The plan for `req`, from the cache or freshly built. The caller must already hold a lock on
