@@ -115,11 +115,11 @@ impl Plan {
         // updated: there, insert-or-nothing then update.
         // SAFETY: plain syscache lookup.
         let partitioned = unsafe { pg_sys::get_rel_relkind(req.relid) } as u8 == b'p';
-        let (upsert, update) = if partitioned {
-            (prepare(&shape.insert_sql(), &mut argtypes), Some(prepare(&shape.update_sql(), &mut argtypes)))
-        } else {
-            (prepare(&shape.upsert_sql(), &mut argtypes), None)
-        };
+        // What is kept so far is freed if a later step raises an error.
+        let mut building = Building::default();
+        let write = if partitioned { shape.insert_sql() } else { shape.upsert_sql() };
+        let upsert = building.keep(prepare(&write, &mut argtypes));
+        let update = partitioned.then(|| building.keep(prepare(&shape.update_sql(), &mut argtypes)));
         // SAFETY: a child of CacheMemoryContext, deleted with the plan.
         let memory = unsafe {
             pg_sys::AllocSetContextCreateInternal(
@@ -130,6 +130,7 @@ impl Plan {
                 pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
             )
         };
+        building.memory = memory;
         let columns = metas
             .into_iter()
             .map(|meta| unsafe {
@@ -143,6 +144,7 @@ impl Plan {
                 InputColumn { meta, input, ioparam }
             })
             .collect();
+        building.done();
         Plan {
             relid: req.relid,
             columns,
@@ -153,6 +155,47 @@ impl Plan {
             batch: OnceCell::new(),
             memory,
             stale: Cell::new(false),
+        }
+    }
+}
+
+/// What a plan under construction owns: freed if the build fails half way, so that an error
+/// (a type's input function missing, a statement PostgreSQL refuses) leaks no kept SPI plan.
+struct Building {
+    plans: Vec<pg_sys::SPIPlanPtr>,
+    memory: pg_sys::MemoryContext,
+}
+
+impl Default for Building {
+    fn default() -> Self {
+        Building { plans: Vec::new(), memory: std::ptr::null_mut() }
+    }
+}
+
+impl Building {
+    fn keep(&mut self, plan: pg_sys::SPIPlanPtr) -> pg_sys::SPIPlanPtr {
+        self.plans.push(plan);
+        plan
+    }
+
+    /// The plan is built: what it owns now belongs to it.
+    fn done(&mut self) {
+        self.plans.clear();
+        self.memory = std::ptr::null_mut();
+    }
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        // SAFETY: each plan was kept by SPI_keepplan and is owned by nothing else yet; the
+        // context was made for this plan alone.
+        unsafe {
+            for &plan in &self.plans {
+                pg_sys::SPI_freeplan(plan);
+            }
+            if !self.memory.is_null() {
+                pg_sys::MemoryContextDelete(self.memory);
+            }
         }
     }
 }
@@ -232,6 +275,11 @@ thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache { plans: HashMap::new(), clock: 0 });
     /// Set when an invalidation arrived while the cache was borrowed: treat everything as stale.
     static ALL_STALE: Cell<bool> = const { Cell::new(false) };
+    /// The table whose plan is being built, and whether an invalidation for it (or for
+    /// everything) arrived meanwhile: then the plan may describe the catalog before that
+    /// change, and serves this call only.
+    static BUILDING: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
+    static INVALIDATED_WHILE_BUILDING: Cell<bool> = const { Cell::new(false) };
     /// The syscache hash of `safe_upsert_kept`, whose qualified name every write statement holds.
     static KEPT_FUNCTION_HASH: Cell<Option<u32>> = const { Cell::new(None) };
 }
@@ -272,7 +320,10 @@ pub fn get(client: &SpiClient<'_>, req: &Request<'_>) -> Rc<Plan> {
         Some(Err(old)) => drop(old), // freed outside the borrow
         None => {}
     }
-    let plan = Rc::new(Plan::build(client, req));
+    let plan = Rc::new(build_watched(client, req));
+    if INVALIDATED_WHILE_BUILDING.with(|i| i.replace(false)) {
+        return plan; // not cached: the next call builds again from the catalog as it is then
+    }
     let evicted = CACHE.with(|c| {
         let mut c = c.borrow_mut();
         let capacity = gucs::PLAN_CACHE_SIZE.get().max(1) as usize;
@@ -292,6 +343,19 @@ pub fn get(client: &SpiClient<'_>, req: &Request<'_>) -> Rc<Plan> {
     plan
 }
 
+/// `Plan::build`, noting any invalidation of the table that arrives meanwhile.
+fn build_watched(client: &SpiClient<'_>, req: &Request<'_>) -> Plan {
+    struct Watch(Option<pg_sys::Oid>);
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            BUILDING.with(|b| b.set(self.0)); // also when the build raises an error
+        }
+    }
+    INVALIDATED_WHILE_BUILDING.with(|i| i.set(false));
+    let _watch = Watch(BUILDING.with(|b| b.replace(Some(req.relid))));
+    Plan::build(client, req)
+}
+
 /// Number of cached plans in this backend.
 pub fn len() -> usize {
     CACHE.with(|c| c.borrow().plans.len())
@@ -303,6 +367,9 @@ fn clear() {
 }
 
 fn mark_stale(relid: pg_sys::Oid) {
+    if BUILDING.with(|b| b.get()).is_some_and(|b| relid == pg_sys::InvalidOid || relid == b) {
+        INVALIDATED_WHILE_BUILDING.with(|i| i.set(true));
+    }
     let marked = CACHE.with(|c| match c.try_borrow() {
         Ok(c) => {
             for (plan, _) in c.plans.values() {
