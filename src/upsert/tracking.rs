@@ -1,5 +1,6 @@
 //! What the upsert entry points tell the statistics: each row's outcome and conflicts, and the
-//! failure of a call, counted before the error propagates since its transaction will not commit.
+//! failure of a call, noted as the error propagates and counted when its (sub)transaction ends,
+//! since it will not commit.
 
 use std::cell::{Cell, RefCell};
 use std::panic::AssertUnwindSafe;
