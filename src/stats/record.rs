@@ -249,24 +249,12 @@ pub fn cut_row(row: &serde_json::Map<String, Value>, per_value: usize, max: usiz
             members[i].1 = bare;
         }
     }
+    // The members that fit, in key order; if some do not, a last member says how many.
+    let closing = |left_out: usize| format!("\"…\":\"{left_out} more columns\"");
+    // room kept for the closing brace, and for the closing member when not all can fit
+    let reserve = if total <= max { 1 } else { 1 + closing(members.len()).len() + 1 };
     let mut out = String::with_capacity(total.min(max));
     out.push('{');
-    if total <= max {
-        for (n, m) in members.iter().enumerate() {
-            if n > 0 {
-                out.push(',');
-            }
-            out.push_str(&m.0);
-            out.push(':');
-            out.push_str(&m.1);
-        }
-        out.push('}');
-        return out;
-    }
-    // Too long even with bare markers: keep the leading members that fit beside the member
-    // saying how many were left out.
-    let closing = |left_out: usize| format!("\"…\":\"{left_out} more columns\"");
-    let reserve = 1 + closing(members.len()).len() + 1; // comma, closing member, brace
     let mut kept = 0;
     for m in &members {
         let sep = usize::from(kept > 0);
@@ -281,7 +269,7 @@ pub fn cut_row(row: &serde_json::Map<String, Value>, per_value: usize, max: usiz
         out.push_str(&m.1);
         kept += 1;
     }
-    if out.len() + reserve <= max {
+    if kept < members.len() && out.len() + reserve <= max {
         if kept > 0 {
             out.push(',');
         }

@@ -255,19 +255,8 @@ impl Plan {
     }
 }
 
-/// Every input that changes the generated SQL, each part kept apart: no name, however
-/// crafted, can make two requests share a key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct CacheKey {
-    relid: u32,
-    on_tie: super::statement::OnTie,
-    version_cols: Vec<String>,
-    conflict_cols: Option<Vec<String>>,
-    keys: Vec<String>,
-}
-
 struct Cache {
-    plans: HashMap<CacheKey, (Rc<Plan>, u64)>,
+    plans: HashMap<String, (Rc<Plan>, u64)>,
     clock: u64,
 }
 
@@ -284,15 +273,26 @@ thread_local! {
     static KEPT_FUNCTION_HASH: Cell<Option<u32>> = const { Cell::new(None) };
 }
 
-/// The cache key of a request.
-pub fn cache_key(req: &Request<'_>) -> CacheKey {
-    CacheKey {
-        relid: req.relid.to_u32(),
-        on_tie: req.on_tie,
-        version_cols: req.version_cols.to_vec(),
-        conflict_cols: req.conflict_cols.map(<[String]>::to_vec),
-        keys: req.keys.iter().map(|k| k.to_string()).collect(),
+/// The cache key of a request: every input that changes the generated SQL, each name preceded
+/// by its length, so that no name, however crafted, makes two requests share a key. One
+/// allocation, as the lookup runs on every call.
+pub fn cache_key(req: &Request<'_>) -> String {
+    use std::fmt::Write;
+    let mut key = String::with_capacity(64);
+    let _ = write!(key, "{} {:?}", req.relid.to_u32(), req.on_tie);
+    let mut names = |part: &str, names: &mut dyn Iterator<Item = &str>| {
+        key.push_str(part);
+        for name in names {
+            let _ = write!(key, "{}:{name}", name.len());
+        }
+    };
+    names(" v", &mut req.version_cols.iter().map(String::as_str));
+    match req.conflict_cols {
+        Some(cols) => names(" c", &mut cols.iter().map(String::as_str)),
+        None => names(" p", &mut std::iter::empty()),
     }
+    names(" k", &mut req.keys.iter().copied());
+    key
 }
 
 /// The plan for `req`, from the cache or freshly built. The caller must already hold a lock on
