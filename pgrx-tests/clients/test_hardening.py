@@ -137,9 +137,9 @@ def encode_snapshot(tables, conflicts, next_id=100):
         b = s.encode()
         return u64(len(b) if length is None else length) + b
 
-    out = b"PGSUPS01" + u64(next_id) + u64(0) + i64(0) + u64(len(tables))
+    out = b"PGSUPS02" + u64(next_id) + u64(0) + i64(0) + u64(len(tables))
     for dbid, relid in tables:
-        out += u64(dbid) + u64(relid) + b"".join(u64(n) for n in (1, 2, 3, 4, 5, 6, 7)) + i64(0) + i64(0) + u64(1)
+        out += u64(dbid) + u64(relid) + b"".join(u64(n) for n in (1, 2, 3, 4, 5, 6, 7, 8)) + i64(0) + i64(0) + u64(1)
     out += u64(len(conflicts))
     for c in conflicts:
         out += u64(c["id"]) + i64(0) + u64(c["dbid"]) + u64(c["relid"]) + u64(10) + i64(1) + u64(2)

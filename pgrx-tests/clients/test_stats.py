@@ -43,7 +43,7 @@ from psycopg.types.json import Jsonb
 
 from conftest import PrivateCluster
 
-COUNTERS = ("inserted", "updated", "stale", "duplicate", "tie", "unique_violations", "errors")
+COUNTERS = ("inserted", "updated", "stale", "duplicate", "tie", "skipped_by_trigger", "unique_violations", "errors")
 SAVE_FILE = "pg_stat/pg_safeupsert.stat"
 CUT = re.compile(r"(?s)(.*)…\[cut (\d+) bytes\]")
 
@@ -360,6 +360,26 @@ def test_unique_violation_is_counted_and_logged_at_once(db, connect):
     assert c["usename"] == "postgres"
     assert t0 <= c["occurred_at"] <= t1
     assert stats_row(other, t)["last_conflict_at"] == c["occurred_at"]
+
+
+def test_rows_a_trigger_skipped_are_counted_apart_and_never_logged(db, conn):
+    t = db.table("k int PRIMARY KEY, v text, ver int")
+    conn.execute(f"""
+        CREATE FUNCTION {db.schema}.skip_some() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RETURN CASE WHEN NEW.v = 'skip' THEN NULL ELSE NEW END; END $$;
+        CREATE TRIGGER skip_ins BEFORE INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION {db.schema}.skip_some();
+        CREATE TRIGGER skip_upd BEFORE UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {db.schema}.skip_some()""")
+    assert upsert(conn, t, {"k": 1, "v": "skip", "ver": 1}) == "skipped_by_trigger"  # BEFORE INSERT
+    assert upsert(conn, t, {"k": 1, "v": "a", "ver": 1}) == "inserted"
+    assert upsert(conn, t, {"k": 1, "v": "skip", "ver": 2}) == "skipped_by_trigger"  # BEFORE UPDATE
+    outcomes = conn.execute(
+        f"SELECT string_agg(outcome::text, ' ' ORDER BY ord) FROM safe_upsert_many('{t}', %s, 'ver')",
+        (Jsonb([{"k": 1, "v": "skip", "ver": 3}, {"k": 2, "v": "skip", "ver": 1}, {"k": 3, "v": "b", "ver": 1}]),),
+    ).fetchone()[0]
+    assert outcomes == "skipped_by_trigger skipped_by_trigger inserted"
+    assert counts(conn, t) == expect(inserted=2, skipped_by_trigger=4)
+    assert conflicts(conn, t) == []
+    assert stats_row(conn, t)["last_conflict_at"] is None
 
 
 def test_safe_upsert_many_counts_every_row_at_commit(db, connect):

@@ -13,11 +13,12 @@ pub enum Counter {
     Stale,
     Duplicate,
     Tie,
+    SkippedByTrigger,
     UniqueViolations,
     Errors,
 }
 
-pub const COUNTERS: usize = 7;
+pub const COUNTERS: usize = 8;
 
 /// A conflict waiting to be logged; its id is given when it is.
 pub type Conflict = super::record::LogRecord;
@@ -176,7 +177,7 @@ mod tests {
         p.failure(10, Counter::Errors, None);
         p.abort_subxact(3);
         let (t, c) = p.committed();
-        assert_eq!(t, [(10, [1, 1, 0, 0, 0, 0, 0])]);
+        assert_eq!(t, [(10, [1, 1, 0, 0, 0, 0, 0, 0])]);
         assert_eq!(c.count(), 0);
         // a failure inside the rolled-back savepoint is still there to publish
         assert_eq!(p.failures().len(), 1);

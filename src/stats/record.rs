@@ -42,7 +42,7 @@ pub struct Snapshot {
     pub conflicts: Vec<LogRecord>,
 }
 
-const MAGIC: &[u8; 8] = b"PGSUPS01";
+const MAGIC: &[u8; 8] = b"PGSUPS02";
 
 /// The kinds a logged conflict can have.
 const KINDS: [u8; 3] = [Counter::Stale as u8, Counter::Tie as u8, Counter::UniqueViolations as u8];
@@ -317,7 +317,7 @@ mod tests {
             next_id: 42,
             evicted: 3,
             stats_reset: 77,
-            tables: vec![TableRecord { dbid: 5, relid: 16384, counts: [1, 2, 3, 4, 5, 6, 7], last_conflict_at: 9, stats_reset: 8, last_used: 11 }],
+            tables: vec![TableRecord { dbid: 5, relid: 16384, counts: [1, 2, 3, 4, 5, 6, 7, 8], last_conflict_at: 9, stats_reset: 8, last_used: 11 }],
             conflicts: vec![LogRecord {
                 id: 41,
                 occurred_at: 12,
@@ -366,7 +366,8 @@ mod tests {
         bytes[n - 16..n - 8].copy_from_slice(&u64::MAX.to_le_bytes());
         assert_eq!(Snapshot::decode(&bytes), None);
         let mut bytes = Snapshot { next_id: 5, conflicts: vec![LogRecord { id: 1, kind: 2, key: "k".into(), ..Default::default() }], ..Default::default() }.encode();
-        // the key's length, far beyond the file
+        // the key's length, far beyond the file: after the header's five numbers and the
+        // conflict's seven
         let at = MAGIC.len() + 8 * 5 + 8 * 7;
         bytes[at..at + 8].copy_from_slice(&(1u64 << 60).to_le_bytes());
         assert_eq!(Snapshot::decode(&bytes), None);

@@ -5,6 +5,7 @@ use pgrx::JsonB;
 use serde_json::Value;
 
 use super::{now, pending::Counter, shared, shmem};
+use crate::upsert::catalog::row_security_applies;
 use crate::gucs;
 
 fn timestamp(us: i64) -> Option<TimestampWithTimeZone> {
@@ -35,15 +36,6 @@ fn may_select(relid: u32) -> bool {
     !missing && result == pg_sys::AclResult::ACLCHECK_OK
 }
 
-/// Whether row-level security applies to this role on the table (as `check_enable_rls` says:
-/// not to its owner without FORCE, a superuser, or a BYPASSRLS role): then the conflict log
-/// shows it no row data, since the policy may hide those rows from it.
-fn row_security_applies(relid: u32) -> bool {
-    // SAFETY: with noError, a missing table or an unset row_security answers instead of raising.
-    let r = unsafe { pg_sys::check_enable_rls(pg_sys::Oid::from(relid), pg_sys::InvalidOid, true) };
-    r as u32 == pg_sys::CheckEnableRlsResult::RLS_ENABLED
-}
-
 /// Stored texts are JSON unless a cut broke them; those are shown as a JSON string.
 fn json(text: &str) -> JsonB {
     JsonB(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
@@ -69,6 +61,7 @@ fn safe_upsert_stats_data() -> TableIterator<
         name!(stale, i64),
         name!(duplicate, i64),
         name!(tie, i64),
+        name!(skipped_by_trigger, i64),
         name!(unique_violations, i64),
         name!(errors, i64),
         name!(last_conflict_at, Option<TimestampWithTimeZone>),
@@ -88,7 +81,7 @@ fn safe_upsert_stats_data() -> TableIterator<
     }
     TableIterator::new(live.into_iter().map(|t| {
         let c = t.counts.map(|n| n as i64);
-        (pg_sys::Oid::from(t.relid), c[0], c[1], c[2], c[3], c[4], c[5], c[6], timestamp(t.last_conflict_at), timestamp(t.stats_reset))
+        (pg_sys::Oid::from(t.relid), c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], timestamp(t.last_conflict_at), timestamp(t.stats_reset))
     }))
 }
 
@@ -115,7 +108,7 @@ fn safe_upsert_conflicts_data() -> TableIterator<
     let rows = shared_or_error().conflicts(|d, relid| d == dbid && may_select(relid));
     let mut hidden: std::collections::HashMap<u32, bool> = Default::default();
     TableIterator::new(rows.into_iter().map(move |c| {
-        let shown = !*hidden.entry(c.relid).or_insert_with(|| row_security_applies(c.relid));
+        let shown = !*hidden.entry(c.relid).or_insert_with(|| row_security_applies(pg_sys::Oid::from(c.relid)));
         (
             c.id as i64,
             timestamp(c.occurred_at),
@@ -202,7 +195,7 @@ REVOKE ALL ON FUNCTION safe_upsert_stats_reset(regclass) FROM PUBLIC;
 
 CREATE VIEW safe_upsert_stats AS
   SELECT s.relid, n.nspname AS schemaname, c.relname,
-         s.inserted, s.updated, s.stale, s.duplicate, s.tie,
+         s.inserted, s.updated, s.stale, s.duplicate, s.tie, s.skipped_by_trigger,
          s.unique_violations, s.errors, s.last_conflict_at, s.stats_reset
   FROM safe_upsert_stats_data() s
   JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.relid

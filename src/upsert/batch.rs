@@ -10,13 +10,13 @@ use serde_json::{Map, Value};
 
 use super::catalog;
 use super::input::{self, NULL};
-use super::plan_cache::{self, prepare_custom, BatchPlan, Plan};
-use super::single::{cell, kept_outcome, upsert_row};
+use super::plan_cache::{self, prepare_custom, BatchPlan, Element, Plan};
+use super::single::{cell, kept_outcome, unseen_stored_row, upsert_row};
 use super::statement::OnTie;
 use super::tracking::{self, CallState};
 use super::outcome::Outcome;
 use super::{as_object, kept, open_table, Args};
-use crate::error;
+use crate::error::{self, fields};
 
 /// (1-based position, outcome as the OID of its SQL enum label) per row, in input order.
 pub fn call(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
@@ -25,17 +25,17 @@ pub fn call(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
         open_table(args.relid);
         state.opened.set(true);
         let on_tie = args.on_tie();
-        Spi::connect(|client| {
+        Spi::connect(|_| {
             let rows: Vec<&Map<String, Value>> = match &rows {
                 Value::Array(rows) => {
-                    rows.iter().enumerate().map(|(i, r)| at_row(i, || as_object(client, args.relid, r))).collect()
+                    rows.iter().enumerate().map(|(i, r)| at_row(i, || as_object(args.relid, r))).collect()
                 }
-                _ => error::rows_not_array(&catalog::table_name(client, args.relid)),
+                _ => error::rows_not_array(&catalog::table_name(args.relid)),
             };
             let mut outcomes = Vec::with_capacity(rows.len());
             for positions in groups(&rows) {
                 let keys = rows[positions[0]].keys().map(String::as_str).collect();
-                let plan = at_row(positions[0], || plan_cache::get(client, &args.request(keys, on_tie)));
+                let plan = at_row(positions[0], || plan_cache::get(&args.request(keys, on_tie)));
                 *state.plan.borrow_mut() = Some(plan.clone());
                 let mut written: Vec<_> = if plan.update.is_some() {
                     // Partitioned: no set-based statement can tell inserts from updates there.
@@ -47,7 +47,7 @@ pub fn call(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
                 for (pos, outcome, stored_version) in written {
                     pgrx::pg_sys::check_for_interrupts!();
                     tracking::record(&plan, outcome, rows[pos], stored_version);
-                    outcomes.push((pos as i32 + 1, outcome.to_oid(client)));
+                    outcomes.push((pos as i32 + 1, outcome.to_oid()));
                 }
             }
             outcomes.sort_unstable_by_key(|(ord, _)| *ord);
@@ -73,34 +73,36 @@ fn groups(rows: &[&Map<String, Value>]) -> Vec<Vec<usize>> {
     groups
 }
 
-/// Runs `f` for the row at `pos` (0-based), prefixing any error it raises with the row's
-/// position, so that a failed batch says which row is at fault.
+/// Runs `f` for the row at `pos` (0-based), noting the row's position for any error it raises,
+/// so that a failed batch says which row is at fault (`error::fields`).
 fn at_row<R>(pos: usize, f: impl FnOnce() -> R) -> R {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(payload) => match error::caught(payload.as_ref()) {
-            Some(report) => error::reraise_with_prefix(report, &format!("row {}: ", pos + 1)),
-            None => std::panic::resume_unwind(payload),
-        },
+        Err(payload) => {
+            fields::set_row(pos);
+            std::panic::resume_unwind(payload)
+        }
     }
 }
 
 fn batch_plan(plan: &Plan) -> &BatchPlan {
     plan.batch.get_or_init(|| {
         let mut elements = Vec::with_capacity(plan.columns.len());
-        // SAFETY: plain syscache lookups on the columns' existing types.
-        let mut argtypes = vec![unsafe { pg_sys::get_array_type(pg_sys::INT4OID) }];
-        for col in &plan.columns {
+        let mut argtypes = vec![pg_sys::INT4ARRAYOID];
+        for (col, sql) in plan.columns.iter().zip(&plan.shape.columns) {
+            // A type without an array type (an array, a domain over one) travels as text,
+            // cast back by the statement.
+            let typid = if sql.text_cast.is_some() { pg_sys::TEXTOID } else { col.meta.typid };
             let (mut len, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
-            // SAFETY: plain syscache lookups on the column's existing type.
+            // SAFETY: plain syscache lookups on an existing type.
             let array = unsafe {
-                pg_sys::get_typlenbyvalalign(col.meta.typid, &mut len, &mut byval, &mut align);
-                pg_sys::get_array_type(col.meta.typid)
+                pg_sys::get_typlenbyvalalign(typid, &mut len, &mut byval, &mut align);
+                pg_sys::get_array_type(typid)
             };
             if array == pg_sys::InvalidOid {
-                error::no_array_type(plan.table(), &col.meta.name);
+                error::internal(&format!("type {} has no array type", typid.to_u32()));
             }
-            elements.push((len, byval, align));
+            elements.push(Element { typid, len, byval, align });
             argtypes.push(array);
         }
         let upsert = prepare_custom(&plan.shape.batch_upsert_sql(), &mut argtypes);
@@ -115,11 +117,12 @@ struct Converted<'a> {
     columns: Vec<(Vec<pg_sys::Datum>, Vec<bool>)>,
 }
 
-fn convert_group<'a>(plan: &Plan, rows: &[&Map<String, Value>], positions: &'a [usize]) -> Converted<'a> {
+fn convert_group<'a>(plan: &Plan, batch: &BatchPlan, rows: &[&Map<String, Value>], positions: &'a [usize]) -> Converted<'a> {
     let n = positions.len();
     let mut columns = vec![(Vec::with_capacity(n), Vec::with_capacity(n)); plan.columns.len()];
+    let as_text: Vec<bool> = batch.elements.iter().zip(&plan.columns).map(|(e, c)| e.typid != c.meta.typid).collect();
     for &pos in positions {
-        let (values, nulls) = at_row(pos, || input::convert(plan, rows[pos]));
+        let (values, nulls) = at_row(pos, || input::convert(plan, rows[pos], &as_text));
         for (c, (v, null)) in columns.iter_mut().zip(values.into_iter().zip(nulls)) {
             c.0.push(v);
             c.1.push(null == NULL);
@@ -130,19 +133,20 @@ fn convert_group<'a>(plan: &Plan, rows: &[&Map<String, Value>], positions: &'a [
 
 /// The batch statements' parameters for the converted rows at `picks` (indexes into
 /// `positions`): their 1-based positions, then one array per sent column.
-fn params(plan: &Plan, batch: &BatchPlan, rows: &Converted<'_>, picks: &[usize]) -> Vec<pg_sys::Datum> {
+fn params(batch: &BatchPlan, rows: &Converted<'_>, picks: &[usize]) -> Vec<pg_sys::Datum> {
     let ords: Vec<pg_sys::Datum> = picks.iter().map(|&i| pg_sys::Datum::from(rows.positions[i] as i32 + 1)).collect();
-    let mut params = vec![array(ords, vec![false; picks.len()], (pg_sys::INT4OID, 4, true, b'i' as std::ffi::c_char))];
-    for (((values, nulls), &(len, byval, align)), col) in rows.columns.iter().zip(&batch.elements).zip(&plan.columns) {
+    let int4 = Element { typid: pg_sys::INT4OID, len: 4, byval: true, align: b'i' as std::ffi::c_char };
+    let mut params = vec![array(ords, vec![false; picks.len()], &int4)];
+    for ((values, nulls), element) in rows.columns.iter().zip(&batch.elements) {
         let values = picks.iter().map(|&i| values[i]).collect();
         let nulls = picks.iter().map(|&i| nulls[i]).collect();
-        params.push(array(values, nulls, (col.meta.typid, len, byval, align)));
+        params.push(array(values, nulls, element));
     }
     params
 }
 
-fn array(mut values: Vec<pg_sys::Datum>, mut nulls: Vec<bool>, elem: (pg_sys::Oid, i16, bool, std::ffi::c_char)) -> pg_sys::Datum {
-    let (typid, len, byval, align) = elem;
+fn array(mut values: Vec<pg_sys::Datum>, mut nulls: Vec<bool>, element: &Element) -> pg_sys::Datum {
+    let Element { typid, len, byval, align } = *element;
     let mut dims = [values.len() as i32];
     let mut lbs = [1];
     // SAFETY: values and nulls have dims[0] entries of the element type described by `elem`.
@@ -170,9 +174,9 @@ fn upsert_group(
     positions: &[usize],
 ) -> Vec<(usize, Outcome, Option<String>)> {
     let batch = batch_plan(plan);
-    let converted = convert_group(plan, rows, positions);
+    let converted = convert_group(plan, batch, rows, positions);
     let all: Vec<usize> = (0..positions.len()).collect();
-    let mut params = params(plan, batch, &converted, &all);
+    let mut params = params(batch, &converted, &all);
     let not_null = vec![input::NOT_NULL; params.len()];
     let mut results = Vec::with_capacity(positions.len());
     // winners whose stored row was kept: (place of their key in key order, position)
@@ -219,6 +223,11 @@ fn upsert_group(
         }
         return results;
     }
+    if notes.is_empty() {
+        // None kept by the versions, which would have left notes: BEFORE triggers skipped them.
+        results.extend(skipped.into_iter().map(|(_, pos)| (pos, Outcome::SkippedByTrigger, None)));
+        return results;
+    }
     results.extend(classify_group(plan, on_tie, rows, &converted, skipped.into_iter().map(|(_, pos)| pos).collect()));
     results
 }
@@ -251,11 +260,11 @@ fn classify_group(
         .iter()
         .map(|p| converted.positions.binary_search(p).unwrap_or_else(|_| error::internal("a kept row is not of its group")))
         .collect();
-    let mut params = self::params(plan, batch, converted, &picks);
+    let mut params = self::params(batch, converted, &picks);
     let not_null = vec![input::NOT_NULL; params.len()];
     let mut results = Vec::with_capacity(skipped.len());
     let mut found = vec![false; skipped.len()];
-    // SAFETY: inside an SPI connection; classify returns rows of (int, bool, bool, text).
+    // SAFETY: inside an SPI connection; classify returns rows of (int, bool, bool, text, bool).
     unsafe {
         let rc = pg_sys::SPI_execute_plan(plan.batch_classify(batch), params.as_mut_ptr(), not_null.as_ptr(), false, 0);
         if rc < 0 {
@@ -263,16 +272,20 @@ fn classify_group(
         }
         for r in 0..pg_sys::SPI_processed as usize {
             let pos = position(r, rows.len());
-            let outcome = at_row(pos, || kept_outcome(plan, on_tie, rows[pos], cell::<bool>(r, 2), cell::<bool>(r, 3), false));
-            results.push((pos, outcome, cell::<String>(r, 4)));
+            if cell::<bool>(r, 5) == Some(true) {
+                // The versions let the row through, yet it was not written: a trigger said no.
+                results.push((pos, Outcome::SkippedByTrigger, None));
+            } else {
+                let outcome = at_row(pos, || kept_outcome(plan, on_tie, rows[pos], cell::<bool>(r, 2), cell::<bool>(r, 3), false));
+                results.push((pos, outcome, cell::<String>(r, 4)));
+            }
             if let Ok(i) = skipped.binary_search(&pos) {
                 found[i] = true;
             }
         }
     }
-    // Kept rows that a row-level security policy hides from this role.
     for (&pos, _) in skipped.iter().zip(found).filter(|(_, f)| !f) {
-        results.push((pos, Outcome::Stale, None));
+        results.push((pos, unseen_stored_row(plan), None));
     }
     results
 }

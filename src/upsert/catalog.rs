@@ -1,12 +1,17 @@
-//! Reads what a plan needs from the catalog: the table's name, the sent columns' types and
-//! input functions, the conflict key's unique index, and the operators that order versions.
-//! Runs only when the plan cache misses, so it favours plain SQL over speed.
+//! Reads what a plan needs from the catalog: the table's name, the sent columns' types,
+//! collations and input functions, the conflict key's unique index, the operators that order
+//! versions, and the extension's own objects.
+//!
+//! Everything is read as PostgreSQL's own DML reads it: from the relcache and the syscache,
+//! after the table lock is taken, through catalog snapshots. Never through SPI, whose queries
+//! run under the statement's snapshot: a call that waited for the lock behind a committed
+//! ALTER TABLE, or one at REPEATABLE READ, would otherwise describe the table as it was.
 
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
+use pgrx::PgTupleDesc;
 
 use super::json_text::ColumnKind;
-use super::statement::{KeyCol, OnTie, Shape, VersionCol};
+use super::statement::{Column, KeyCol, OnTie, Shape, VersionCol};
 use crate::error;
 
 /// A sent column: what converting its JSON value needs.
@@ -15,6 +20,8 @@ pub struct ColumnMeta {
     pub typid: pg_sys::Oid,
     pub typmod: i32,
     pub kind: ColumnKind,
+    /// the type's own name (`pg_type.typname`), for the error field drivers read
+    pub type_name: String,
 }
 
 /// What a call asks for, before the catalog is consulted.
@@ -29,127 +36,261 @@ pub struct Request<'a> {
 
 struct Attr {
     name: String,
-    quoted: String,
     attnum: i16,
     typid: pg_sys::Oid,
     typmod: i32,
+    collation: pg_sys::Oid,
     generated: Option<&'static str>,
-    type_name: String,
 }
 
-/// The one text value a catalog query returns for an OID, if any. Like every query here, the
-/// SQL qualifies each operator, function and type, so the caller's search_path cannot change
-/// what it reads.
-fn text_for_oid(client: &SpiClient<'_>, sql: &str, oid: pg_sys::Oid) -> Option<String> {
-    client.select(sql, Some(1), &[oid.into()]).and_then(|t| t.first().get_one::<String>()).ok().flatten()
+/// A quoted identifier, as `quote_ident` gives it.
+fn quoted(name: &str) -> String {
+    let Ok(c) = std::ffi::CString::new(name) else { error::internal("a catalog name holds a NUL byte") };
+    // SAFETY: quote_identifier returns its input or a palloc'd copy, both NUL-terminated.
+    unsafe { owned(pg_sys::quote_identifier(c.as_ptr())) }.unwrap_or_default()
 }
 
-/// Column `n` of a catalog row, which the query guarantees is not null.
-fn column<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(row: &pgrx::spi::SpiHeapTupleData<'_>, n: usize) -> T {
-    match row.get::<T>(n) {
-        Ok(Some(v)) => v,
-        Ok(None) => error::internal(&format!("catalog column {n} is null")),
-        Err(e) => error::catalog_read_failed("a catalog column", &e),
-    }
+/// A `NameData` as text.
+fn name_of(name: &pg_sys::NameData) -> String {
+    // SAFETY: a NameData holds a NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(name.data.as_ptr()) }.to_string_lossy().into_owned()
+}
+
+/// A schema's name, quoted.
+fn quoted_namespace(nsp: pg_sys::Oid) -> String {
+    // SAFETY: a syscache lookup; NULL when the schema is gone.
+    let name = unsafe { owned(pg_sys::get_namespace_name(nsp)) };
+    quoted(&name.unwrap_or_else(|| error::internal(&format!("schema {} not found", nsp.to_u32()))))
 }
 
 /// `schema.table`, quoted where needed: used both in messages and in generated SQL.
-pub fn qualified_table_name(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Option<String> {
-    text_for_oid(
-        client,
-        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) \
-         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
-         WHERE c.oid OPERATOR(pg_catalog.=) $1",
-        relid,
-    )
+pub fn table_name(relid: pg_sys::Oid) -> String {
+    syscache_table_name(relid).unwrap_or_else(|| error::table_missing(relid.to_u32()))
 }
 
-/// `qualified_table_name`, or the documented error when the table does not exist.
-pub fn table_name(client: &SpiClient<'_>, relid: pg_sys::Oid) -> String {
-    qualified_table_name(client, relid).unwrap_or_else(|| error::table_missing(relid.to_u32()))
+/// The table's schema and name, unquoted, for the error fields drivers read.
+pub fn table_parts(relid: pg_sys::Oid) -> Option<(String, String)> {
+    // SAFETY: syscache lookups inside a transaction; NULL when the table is gone.
+    unsafe {
+        let rel = owned(pg_sys::get_rel_name(relid))?;
+        let nsp = owned(pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid)))?;
+        Some((nsp, rel))
+    }
+}
+
+/// The schema the extension is installed in, read through a catalog snapshot.
+fn extension_schema() -> pg_sys::Oid {
+    // SAFETY: a catalog scan of pg_extension by name, as get_extension_oid does; the tuple is
+    // read before the scan ends.
+    unsafe {
+        let rel = pg_sys::table_open(pg_sys::ExtensionRelationId, pg_sys::AccessShareLock as i32);
+        let mut key = pg_sys::ScanKeyData::default();
+        pg_sys::ScanKeyInit(
+            &mut key,
+            pg_sys::Anum_pg_extension_extname as i16,
+            pg_sys::BTEqualStrategyNumber as u16,
+            pg_sys::regproc::from(pg_sys::F_NAMEEQ),
+            pg_sys::Datum::from(c"pg_safeupsert".as_ptr()),
+        );
+        let scan = pg_sys::systable_beginscan(rel, pg_sys::Oid::from(pg_sys::ExtensionNameIndexId), true, std::ptr::null_mut(), 1, &mut key);
+        let tuple = pg_sys::systable_getnext(scan);
+        let nsp = if tuple.is_null() {
+            pg_sys::InvalidOid
+        } else {
+            (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_extension>(tuple)).extnamespace
+        };
+        pg_sys::systable_endscan(scan);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
+        nsp
+    }
 }
 
 /// The extension's `safe_upsert_kept`: its name, qualified by the extension's schema and
 /// quoted, and its OID.
-fn kept_function(client: &SpiClient<'_>) -> (String, pg_sys::Oid) {
-    let row = client
-        .select(
-            "SELECT pg_catalog.format('%I.%I', n.nspname, p.proname), p.oid \
-             FROM pg_catalog.pg_extension x \
-             JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) x.extnamespace \
-             JOIN pg_catalog.pg_proc p ON p.pronamespace OPERATOR(pg_catalog.=) n.oid \
-             WHERE x.extname OPERATOR(pg_catalog.=) 'pg_safeupsert' \
-               AND p.proname OPERATOR(pg_catalog.=) 'safe_upsert_kept'",
-            Some(1),
-            &[],
+fn kept_function() -> (String, pg_sys::Oid) {
+    let nsp = extension_schema();
+    if nsp == pg_sys::InvalidOid {
+        error::extension_object_missing("function safe_upsert_kept");
+    }
+    let schema = quoted_namespace(nsp);
+    // SAFETY: builds a qualified name list in the current context and looks it up in the
+    // syscache; missing_ok answers InvalidOid instead of raising.
+    let oid = unsafe {
+        let nspname = pg_sys::get_namespace_name(nsp);
+        let name = pg_sys::list_make2_impl(
+            pg_sys::NodeTag::T_List,
+            pg_sys::ListCell { ptr_value: pg_sys::makeString(nspname).cast() },
+            pg_sys::ListCell { ptr_value: pg_sys::makeString(pg_sys::pstrdup(c"safe_upsert_kept".as_ptr())).cast() },
+        );
+        let args = [pg_sys::BOOLOID, pg_sys::BOOLOID, pg_sys::TEXTOID];
+        pg_sys::LookupFuncName(name, 3, args.as_ptr(), true)
+    };
+    if oid == pg_sys::InvalidOid {
+        error::extension_object_missing("function safe_upsert_kept");
+    }
+    (format!("{schema}.safe_upsert_kept"), oid)
+}
+
+/// The OIDs of the labels of the extension's `safe_upsert_outcome`, in the order given.
+pub fn outcome_label_oids<const N: usize>(labels: &[&str; N]) -> [pg_sys::Oid; N] {
+    let missing = || error::extension_object_missing("type safe_upsert_outcome");
+    let nsp = extension_schema();
+    if nsp == pg_sys::InvalidOid {
+        missing();
+    }
+    // SAFETY: syscache lookups by (name, schema) and (enum type, label).
+    let typid = unsafe {
+        pg_sys::GetSysCacheOid(
+            pg_sys::SysCacheIdentifier::TYPENAMENSP as i32,
+            pg_sys::Anum_pg_type_oid as i16,
+            pg_sys::Datum::from(c"safe_upsert_outcome".as_ptr()),
+            pg_sys::Datum::from(nsp),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
         )
-        .unwrap_or_else(|e| error::catalog_read_failed("pg_proc", &e));
-    let row = row.first();
-    match (row.get::<String>(1).ok().flatten(), row.get::<pg_sys::Oid>(2).ok().flatten()) {
-        (Some(name), Some(oid)) => (name, oid),
-        _ => error::extension_object_missing("function safe_upsert_kept"),
+    };
+    if typid == pg_sys::InvalidOid {
+        missing();
+    }
+    let mut oids = [pg_sys::InvalidOid; N];
+    for (oid, label) in oids.iter_mut().zip(labels) {
+        let Ok(label) = std::ffi::CString::new(*label) else { missing() };
+        // SAFETY: as above.
+        *oid = unsafe {
+            pg_sys::GetSysCacheOid(
+                pg_sys::SysCacheIdentifier::ENUMTYPOIDNAME as i32,
+                pg_sys::Anum_pg_enum_oid as i16,
+                pg_sys::Datum::from(typid),
+                pg_sys::Datum::from(label.as_ptr()),
+                pg_sys::Datum::from(0),
+                pg_sys::Datum::from(0),
+            )
+        };
+        if *oid == pg_sys::InvalidOid {
+            missing();
+        }
+    }
+    oids
+}
+
+/// The table's live columns, from its relcache entry. The caller holds a lock on the table.
+fn attributes(relid: pg_sys::Oid) -> Vec<Attr> {
+    // SAFETY: the caller holds a lock on the table, so it cannot go away; the tuple descriptor
+    // is read before the relation is closed.
+    unsafe {
+        let rel = pg_sys::relation_open(relid, pg_sys::NoLock as i32);
+        let desc = PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+        let attrs = desc
+            .iter()
+            .filter(|a| !a.attisdropped)
+            .map(|a| Attr {
+                name: name_of(&a.attname),
+                attnum: a.attnum,
+                typid: a.atttypid,
+                typmod: a.atttypmod,
+                collation: a.attcollation,
+                generated: match (a.attgenerated as u8, a.attidentity as u8) {
+                    (b's' | b'v', _) => Some("a generated column"),
+                    (_, b'a') => Some("an identity column GENERATED ALWAYS"),
+                    _ => None,
+                },
+            })
+            .collect();
+        drop(desc);
+        pg_sys::relation_close(rel, pg_sys::NoLock as i32);
+        attrs
     }
 }
 
-fn attributes(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Vec<Attr> {
-    let rows = client
-        .select(
-            "SELECT a.attname::pg_catalog.text, pg_catalog.quote_ident(a.attname), a.attnum, a.atttypid, \
-                    a.atttypmod, a.attgenerated::pg_catalog.text, a.attidentity::pg_catalog.text, \
-                    pg_catalog.format_type(a.atttypid, a.atttypmod) \
-             FROM pg_catalog.pg_attribute a \
-             WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 \
-               AND NOT a.attisdropped ORDER BY a.attnum",
-            None,
-            &[relid.into()],
-        )
-        .unwrap_or_else(|e| error::catalog_read_failed("pg_attribute", &e));
-    rows.map(|r| {
-        let generated = match (r.get::<String>(6).ok().flatten(), r.get::<String>(7).ok().flatten()) {
-            (Some(g), _) if g == "s" || g == "v" => Some("a generated column"),
-            (_, Some(i)) if i == "a" => Some("an identity column GENERATED ALWAYS"),
-            _ => None,
-        };
-        Attr {
-            name: column(&r, 1),
-            quoted: column(&r, 2),
-            attnum: column(&r, 3),
-            typid: column(&r, 4),
-            typmod: column(&r, 5),
-            generated,
-            type_name: column(&r, 8),
-        }
-    })
-    .collect()
-}
-
 /// Unique indexes that `ON CONFLICT (cols)` can use as arbiters: valid, immediate, without
-/// predicate or expressions. Returns (is primary, attnums).
-fn arbiter_indexes(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Vec<(bool, Vec<i16>)> {
-    let rows = client
-        .select(
-            "SELECT i.indisprimary, i.indkey::pg_catalog.int2[] FROM pg_catalog.pg_index i \
-             WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisunique AND i.indisvalid AND i.indimmediate \
-               AND i.indpred IS NULL AND i.indexprs IS NULL \
-             ORDER BY i.indisprimary DESC, i.indexrelid",
-            None,
-            &[relid.into()],
-        )
-        .unwrap_or_else(|e| error::catalog_read_failed("pg_index", &e));
-    rows.map(|r| (column(&r, 1), column(&r, 2)))
-        .collect()
+/// predicate or expressions. Returns (is primary, key attnums), primary first, then by OID.
+fn arbiter_indexes(relid: pg_sys::Oid) -> Vec<(bool, Vec<i16>)> {
+    let mut found = Vec::new();
+    // SAFETY: as in `attributes`; each pg_index tuple comes from the syscache and is released
+    // after its fields are copied.
+    unsafe {
+        let rel = pg_sys::relation_open(relid, pg_sys::NoLock as i32);
+        let list = pg_sys::RelationGetIndexList(rel);
+        let n = if list.is_null() { 0 } else { (*list).length };
+        for i in 0..n {
+            let index = pg_sys::list_nth_oid(list, i);
+            let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::INDEXRELID as i32, pg_sys::Datum::from(index));
+            if tuple.is_null() {
+                continue;
+            }
+            let form = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_index>(tuple);
+            let plain = pg_sys::heap_attisnull(tuple, pg_sys::Anum_pg_index_indexprs as i32, std::ptr::null_mut())
+                && pg_sys::heap_attisnull(tuple, pg_sys::Anum_pg_index_indpred as i32, std::ptr::null_mut());
+            if form.indisunique && form.indisvalid && form.indimmediate && plain {
+                let keys = form.indkey.values.as_slice(form.indnkeyatts.max(0) as usize).to_vec();
+                found.push((form.indisprimary, index, keys));
+            }
+            pg_sys::ReleaseSysCache(tuple);
+        }
+        pg_sys::relation_close(rel, pg_sys::NoLock as i32);
+    }
+    found.sort_by_key(|(primary, index, _)| (!primary, index.to_u32()));
+    found.into_iter().map(|(primary, _, keys)| (primary, keys)).collect()
 }
 
 /// `OPERATOR(schema.op)` for an operator OID.
-fn qualified_operator(client: &SpiClient<'_>, opr: pg_sys::Oid) -> String {
-    text_for_oid(
-        client,
-        "SELECT pg_catalog.format('OPERATOR(%I.%s)', n.nspname, o.oprname) \
-         FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) o.oprnamespace \
-         WHERE o.oid OPERATOR(pg_catalog.=) $1",
-        opr,
-    )
-    .unwrap_or_else(|| error::internal(&format!("operator {} not found", opr.to_u32())))
+fn qualified_operator(opr: pg_sys::Oid) -> String {
+    // SAFETY: a syscache lookup; the tuple is released after its fields are copied.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::OPEROID as i32, pg_sys::Datum::from(opr));
+        if tuple.is_null() {
+            error::internal(&format!("operator {} not found", opr.to_u32()));
+        }
+        let form = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_operator>(tuple);
+        let (name, nsp) = (name_of(&form.oprname), form.oprnamespace);
+        pg_sys::ReleaseSysCache(tuple);
+        format!("OPERATOR({}.{name})", quoted_namespace(nsp))
+    }
+}
+
+/// `COLLATE schema.name` for a column's collation; None for a type without collations.
+fn collate_clause(collation: pg_sys::Oid) -> Option<String> {
+    if collation == pg_sys::InvalidOid {
+        return None;
+    }
+    // SAFETY: as in `qualified_operator`.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::COLLOID as i32, pg_sys::Datum::from(collation));
+        if tuple.is_null() {
+            error::internal(&format!("collation {} not found", collation.to_u32()));
+        }
+        let form = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_collation>(tuple);
+        let (name, nsp) = (name_of(&form.collname), form.collnamespace);
+        pg_sys::ReleaseSysCache(tuple);
+        Some(format!("COLLATE {}.{}", quoted_namespace(nsp), quoted(&name)))
+    }
+}
+
+/// A type as SQL names it, schema-qualified unless it is a built-in with an SQL name.
+fn type_sql(typid: pg_sys::Oid, typmod: i32) -> String {
+    let flags = (pg_sys::FORMAT_TYPE_TYPEMOD_GIVEN | pg_sys::FORMAT_TYPE_FORCE_QUALIFY) as u16;
+    // SAFETY: the type exists (it is a column's type); the result is palloc'd.
+    unsafe { owned(pg_sys::format_type_extended(typid, typmod, flags)) }.unwrap_or_default()
+}
+
+/// A type as messages name it, e.g. `character varying(20)`.
+fn type_display(typid: pg_sys::Oid, typmod: i32) -> String {
+    // SAFETY: as in `type_sql`.
+    unsafe { owned(pg_sys::format_type_with_typemod(typid, typmod)) }.unwrap_or_default()
+}
+
+/// `pg_type.typname`.
+fn type_name(typid: pg_sys::Oid) -> String {
+    // SAFETY: as in `qualified_operator`.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::TYPEOID as i32, pg_sys::Datum::from(typid));
+        if tuple.is_null() {
+            return String::new();
+        }
+        let name = name_of(&(*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_type>(tuple)).typname);
+        pg_sys::ReleaseSysCache(tuple);
+        name
+    }
 }
 
 /// The (less-than, equal) operators of a type's default btree ordering, if it has one.
@@ -175,10 +316,11 @@ fn column_kind(typid: pg_sys::Oid) -> ColumnKind {
 }
 
 /// Checks the request against the table and returns the statement shape and sent columns.
-/// Every failure here is a caller's mistake and raises its documented error.
-pub fn describe(client: &SpiClient<'_>, req: &Request<'_>) -> (Shape, Vec<ColumnMeta>, pg_sys::Oid) {
-    let table = table_name(client, req.relid);
-    let attrs = attributes(client, req.relid);
+/// Every failure here is a caller's mistake and raises its documented error. The caller holds
+/// a lock on the table.
+pub fn describe(req: &Request<'_>) -> (Shape, Vec<ColumnMeta>, pg_sys::Oid) {
+    let table = table_name(req.relid);
+    let attrs = attributes(req.relid);
     let attr = |name: &str| attrs.iter().find(|a| a.name == name);
 
     let mut sent = Vec::with_capacity(req.keys.len());
@@ -191,16 +333,17 @@ pub fn describe(client: &SpiClient<'_>, req: &Request<'_>) -> (Shape, Vec<Column
     }
     let position = |attnum: i16| sent.iter().position(|a| a.attnum == attnum);
 
-    let key_attnums = choose_key(client, req, &table, &attrs);
+    let key_attnums = choose_key(req, &table, &attrs);
     let mut key = Vec::with_capacity(key_attnums.len());
     for attnum in &key_attnums {
         let Some(a) = attrs.iter().find(|a| a.attnum == *attnum) else {
             error::internal(&format!("column {attnum} of the key of table {table} not found"))
         };
         let index = position(*attnum).unwrap_or_else(|| error::key_missing(&table, &a.name));
-        let (_, eq) = ordering_operators(a.typid)
-            .unwrap_or_else(|| error::key_column_without_equality(&table, &a.name, &a.type_name));
-        key.push(KeyCol { index, eq: qualified_operator(client, eq) });
+        let (_, eq) = ordering_operators(a.typid).unwrap_or_else(|| {
+            error::key_column_without_equality(&table, &a.name, &type_display(a.typid, a.typmod))
+        });
+        key.push(KeyCol { index, eq: qualified_operator(eq) });
     }
 
     let mut versions = Vec::with_capacity(req.version_cols.len());
@@ -211,23 +354,21 @@ pub fn describe(client: &SpiClient<'_>, req: &Request<'_>) -> (Shape, Vec<Column
         }
         let index = position(a.attnum).unwrap_or_else(|| error::version_missing(&table, name));
         let (lt, eq) = ordering_operators(a.typid)
-            .unwrap_or_else(|| error::version_column_unordered(&table, name, &a.type_name));
-        versions.push(VersionCol {
-            index,
-            lt: qualified_operator(client, lt),
-            eq: qualified_operator(client, eq),
-        });
+            .unwrap_or_else(|| error::version_column_unordered(&table, name, &type_display(a.typid, a.typmod)));
+        versions.push(VersionCol { index, lt: qualified_operator(lt), eq: qualified_operator(eq) });
     }
 
-    let (kept, kept_oid) = kept_function(client);
-    let shape = Shape {
-        table: table.clone(),
-        columns: sent.iter().map(|a| a.quoted.clone()).collect(),
-        key,
-        versions,
-        on_tie: req.on_tie,
-        kept,
-    };
+    let (kept, kept_oid) = kept_function();
+    let columns = sent
+        .iter()
+        .map(|a| Column {
+            name: quoted(&a.name),
+            collate: collate_clause(a.collation),
+            // SAFETY: a plain syscache lookup on an existing type.
+            text_cast: (unsafe { pg_sys::get_array_type(a.typid) } == pg_sys::InvalidOid).then(|| type_sql(a.typid, a.typmod)),
+        })
+        .collect();
+    let shape = Shape { table, columns, key, versions, on_tie: req.on_tie, kept };
     let metas = sent
         .iter()
         .map(|a| ColumnMeta {
@@ -235,6 +376,7 @@ pub fn describe(client: &SpiClient<'_>, req: &Request<'_>) -> (Shape, Vec<Column
             typid: a.typid,
             typmod: a.typmod,
             kind: column_kind(a.typid),
+            type_name: type_name(a.typid),
         })
         .collect();
     (shape, metas, kept_oid)
@@ -242,8 +384,8 @@ pub fn describe(client: &SpiClient<'_>, req: &Request<'_>) -> (Shape, Vec<Column
 
 /// The attnums of the conflict key: the primary key, or the unique index whose columns are
 /// exactly `conflict_cols`.
-fn choose_key(client: &SpiClient<'_>, req: &Request<'_>, table: &str, attrs: &[Attr]) -> Vec<i16> {
-    let indexes = arbiter_indexes(client, req.relid);
+fn choose_key(req: &Request<'_>, table: &str, attrs: &[Attr]) -> Vec<i16> {
+    let indexes = arbiter_indexes(req.relid);
     match req.conflict_cols {
         None => indexes
             .into_iter()
@@ -313,4 +455,13 @@ pub fn has_row_security(relid: pg_sys::Oid) -> bool {
         pg_sys::ReleaseSysCache(tuple);
         rls
     }
+}
+
+/// Whether row-level security applies to this role on the table (as `check_enable_rls` says:
+/// not to its owner without FORCE, a superuser, or a BYPASSRLS role): then its policies may hide
+/// rows from the role, and the conflict log shows it no row data.
+pub fn row_security_applies(relid: pg_sys::Oid) -> bool {
+    // SAFETY: with noError, a missing table or an unset row_security answers instead of raising.
+    let r = unsafe { pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true) };
+    r as u32 == pg_sys::CheckEnableRlsResult::RLS_ENABLED
 }

@@ -16,11 +16,10 @@ mod tracking;
 use std::ffi::CStr;
 
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
 use pgrx::{AnyArray, Internal};
 use serde_json::{Map, Value};
 
-use crate::error;
+use crate::error::{self, fields};
 pub use outcome::register_invalidation_callback as register_outcome_invalidation;
 use statement::OnTie;
 
@@ -33,9 +32,11 @@ fn safe_upsert_one(
     conflict_cols: Option<AnyArray>,
     on_tie: Option<&str>,
 ) -> pg_sys::Oid {
-    let args = Args::new(target, vec![name_arg(version_col, "version_col")], conflict_cols, on_tie);
-    let row = json_arg(row, "row", args.relid);
-    single::call(args, row)
+    fields::keep_fields(target, || {
+        let args = Args::new(target, vec![name_arg(version_col, "version_col")], conflict_cols, on_tie);
+        let row = json_arg(row, "row", args.relid);
+        single::call(args, row)
+    })
 }
 
 #[pg_extern(sql = false)]
@@ -46,9 +47,11 @@ fn safe_upsert_multi(
     conflict_cols: Option<AnyArray>,
     on_tie: Option<&str>,
 ) -> pg_sys::Oid {
-    let args = Args::new(target, version_names(version_cols), conflict_cols, on_tie);
-    let row = json_arg(row, "row", args.relid);
-    single::call(args, row)
+    fields::keep_fields(target, || {
+        let args = Args::new(target, version_names(version_cols), conflict_cols, on_tie);
+        let row = json_arg(row, "row", args.relid);
+        single::call(args, row)
+    })
 }
 
 #[pg_extern(sql = false)]
@@ -59,9 +62,12 @@ fn safe_upsert_many_one(
     conflict_cols: Option<AnyArray>,
     on_tie: Option<&str>,
 ) -> TableIterator<'static, (name!(ord, i32), name!(outcome, pg_sys::Oid))> {
-    let args = Args::new(target, vec![name_arg(version_col, "version_col")], conflict_cols, on_tie);
-    let rows = json_arg(rows, "rows", args.relid);
-    TableIterator::new(batch::call(args, rows))
+    let outcomes = fields::keep_fields(target, || {
+        let args = Args::new(target, vec![name_arg(version_col, "version_col")], conflict_cols, on_tie);
+        let rows = json_arg(rows, "rows", args.relid);
+        batch::call(args, rows)
+    });
+    TableIterator::new(outcomes)
 }
 
 #[pg_extern(sql = false)]
@@ -72,9 +78,12 @@ fn safe_upsert_many_multi(
     conflict_cols: Option<AnyArray>,
     on_tie: Option<&str>,
 ) -> TableIterator<'static, (name!(ord, i32), name!(outcome, pg_sys::Oid))> {
-    let args = Args::new(target, version_names(version_cols), conflict_cols, on_tie);
-    let rows = json_arg(rows, "rows", args.relid);
-    TableIterator::new(batch::call(args, rows))
+    let outcomes = fields::keep_fields(target, || {
+        let args = Args::new(target, version_names(version_cols), conflict_cols, on_tie);
+        let rows = json_arg(rows, "rows", args.relid);
+        batch::call(args, rows)
+    });
+    TableIterator::new(outcomes)
 }
 
 extension_sql!(
@@ -229,7 +238,7 @@ pub fn open_table(relid: pg_sys::Oid) {
         _ => Some("not a table"),
     };
     if let Some(what) = what {
-        let name = Spi::connect(|client| catalog::table_name(client, relid));
+        let name = catalog::table_name(relid);
         error::not_a_table(&name, what);
     }
     // SAFETY: the relation exists; the lock is released at transaction end, as INSERT's is.
@@ -237,9 +246,9 @@ pub fn open_table(relid: pg_sys::Oid) {
 }
 
 /// The row as a JSON object, or the documented error.
-pub fn as_object<'a>(client: &SpiClient<'_>, relid: pg_sys::Oid, row: &'a Value) -> &'a Map<String, Value> {
+pub fn as_object(relid: pg_sys::Oid, row: &Value) -> &Map<String, Value> {
     let found = match row {
-        Value::Object(map) if map.is_empty() => error::row_empty(&catalog::table_name(client, relid)),
+        Value::Object(map) if map.is_empty() => error::row_empty(&catalog::table_name(relid)),
         Value::Object(map) => return map,
         Value::Array(_) => "an array",
         Value::String(_) => "a string",
@@ -247,6 +256,6 @@ pub fn as_object<'a>(client: &SpiClient<'_>, relid: pg_sys::Oid, row: &'a Value)
         Value::Bool(_) => "a boolean",
         Value::Null => "null",
     };
-    error::row_not_object(&catalog::table_name(client, relid), found)
+    error::row_not_object(&catalog::table_name(relid), found)
 }
 

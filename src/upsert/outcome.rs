@@ -5,9 +5,8 @@
 use std::cell::Cell;
 
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
 
-use crate::error;
+use super::catalog;
 
 /// What happened to one row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,20 +16,23 @@ pub enum Outcome {
     Stale,
     Duplicate,
     Tie,
+    /// neither written nor refused by the versions: a BEFORE trigger returned NULL
+    SkippedByTrigger,
 }
 
-const LABELS: [&str; 5] = ["inserted", "updated", "stale", "duplicate", "tie"];
+/// The enum's labels, in order; a label is never removed or moved, new ones go at the end.
+const LABELS: [&str; 6] = ["inserted", "updated", "stale", "duplicate", "tie", "skipped_by_trigger"];
 
 extension_sql!(
     r#"
-CREATE TYPE safe_upsert_outcome AS ENUM ('inserted', 'updated', 'stale', 'duplicate', 'tie');
+CREATE TYPE safe_upsert_outcome AS ENUM ('inserted', 'updated', 'stale', 'duplicate', 'tie', 'skipped_by_trigger');
 COMMENT ON TYPE safe_upsert_outcome IS 'What safe_upsert did with a row.';
 "#,
     name = "safe_upsert_outcome",
 );
 
 thread_local! {
-    static LABEL_OIDS: Cell<Option<[pg_sys::Oid; 5]>> = const { Cell::new(None) };
+    static LABEL_OIDS: Cell<Option<[pg_sys::Oid; LABELS.len()]>> = const { Cell::new(None) };
 }
 
 impl Outcome {
@@ -48,39 +50,14 @@ impl Outcome {
     }
 
     /// The enum value as SQL sees it: the OID of its label.
-    pub fn to_oid(self, client: &SpiClient<'_>) -> pg_sys::Oid {
+    pub fn to_oid(self) -> pg_sys::Oid {
         let oids = LABEL_OIDS.with(|c| c.get()).unwrap_or_else(|| {
-            let oids = label_oids(client);
+            let oids = catalog::outcome_label_oids(&LABELS);
             LABEL_OIDS.with(|c| c.set(Some(oids)));
             oids
         });
         oids[self as usize]
     }
-}
-
-fn label_oids(client: &SpiClient<'_>) -> [pg_sys::Oid; 5] {
-    let rows = client
-        .select(
-            "SELECT e.enumlabel::pg_catalog.text, e.oid FROM pg_catalog.pg_enum e \
-             JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) e.enumtypid \
-             JOIN pg_catalog.pg_extension x ON x.extnamespace OPERATOR(pg_catalog.=) t.typnamespace \
-             WHERE x.extname OPERATOR(pg_catalog.=) 'pg_safeupsert' \
-               AND t.typname OPERATOR(pg_catalog.=) 'safe_upsert_outcome'",
-            None,
-            &[],
-        )
-        .unwrap_or_else(|e| error::catalog_read_failed("pg_enum", &e));
-    let mut oids = [pg_sys::InvalidOid; 5];
-    for row in rows {
-        let label: String = row.get(1).ok().flatten().unwrap_or_default();
-        if let Some(i) = LABELS.iter().position(|l| *l == label) {
-            oids[i] = row.get(2).ok().flatten().unwrap_or(pg_sys::InvalidOid);
-        }
-    }
-    if oids.contains(&pg_sys::InvalidOid) {
-        error::extension_object_missing("type safe_upsert_outcome");
-    }
-    oids
 }
 
 #[pgrx::pg_guard]

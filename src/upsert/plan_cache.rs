@@ -11,7 +11,6 @@ use std::ffi::CString;
 use std::rc::Rc;
 
 use pgrx::pg_sys;
-use pgrx::spi::SpiClient;
 use serde_json::{Map, Value};
 
 use super::catalog::{self, ColumnMeta, Request};
@@ -33,8 +32,17 @@ pub struct BatchPlan {
     classify: OnceCell<pg_sys::SPIPlanPtr>,
     /// the statements' parameter types: int4[], then one array type per sent column
     argtypes: Vec<pg_sys::Oid>,
-    /// per sent column: the element's (length, by value, alignment)
-    pub elements: Vec<(i16, bool, std::ffi::c_char)>,
+    /// per sent column: the arrays' element type
+    pub elements: Vec<Element>,
+}
+
+/// An array's element type, as `construct_md_array` needs it.
+#[derive(Clone, Copy)]
+pub struct Element {
+    pub typid: pg_sys::Oid,
+    pub len: i16,
+    pub byval: bool,
+    pub align: std::ffi::c_char,
 }
 
 pub struct Plan {
@@ -105,8 +113,8 @@ fn prepare_with(sql: &str, argtypes: &mut [pg_sys::Oid], options: i32) -> pg_sys
 }
 
 impl Plan {
-    fn build(client: &SpiClient<'_>, req: &Request<'_>) -> Plan {
-        let (shape, metas, kept) = catalog::describe(client, req);
+    fn build(req: &Request<'_>) -> Plan {
+        let (shape, metas, kept) = catalog::describe(req);
         // SAFETY: computing a hash, no lookup.
         let hash = unsafe { pg_sys::GetSysCacheHashValue(pg_sys::SysCacheIdentifier::PROCOID as i32, kept.into(), 0.into(), 0.into(), 0.into()) };
         KEPT_FUNCTION_HASH.with(|h| h.set(Some(hash)));
@@ -119,6 +127,10 @@ impl Plan {
         let mut building = Building::default();
         let write = if partitioned { shape.insert_sql() } else { shape.upsert_sql() };
         let upsert = building.keep(prepare(&write, &mut argtypes));
+        #[cfg(feature = "pg_test")]
+        if let Some(hook) = BUILD_HOOK.with(|h| h.get()) {
+            hook(req.relid);
+        }
         let update = partitioned.then(|| building.keep(prepare(&shape.update_sql(), &mut argtypes)));
         // SAFETY: a child of CacheMemoryContext, deleted with the plan.
         let memory = unsafe {
@@ -201,7 +213,7 @@ impl Drop for Building {
 }
 
 impl BatchPlan {
-    pub fn new(upsert: pg_sys::SPIPlanPtr, argtypes: Vec<pg_sys::Oid>, elements: Vec<(i16, bool, std::ffi::c_char)>) -> BatchPlan {
+    pub fn new(upsert: pg_sys::SPIPlanPtr, argtypes: Vec<pg_sys::Oid>, elements: Vec<Element>) -> BatchPlan {
         BatchPlan { upsert, classify: OnceCell::new(), argtypes, elements }
     }
 }
@@ -260,6 +272,13 @@ struct Cache {
     clock: u64,
 }
 
+#[cfg(feature = "pg_test")]
+thread_local! {
+    /// Tests only: runs in the middle of a build, after the first SPI plan is kept, to show what
+    /// an invalidation or an error arriving there does.
+    pub static BUILD_HOOK: Cell<Option<fn(pg_sys::Oid)>> = const { Cell::new(None) };
+}
+
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache { plans: HashMap::new(), clock: 0 });
     /// Set when an invalidation arrived while the cache was borrowed: treat everything as stale.
@@ -297,7 +316,7 @@ pub fn cache_key(req: &Request<'_>) -> String {
 
 /// The plan for `req`, from the cache or freshly built. The caller must already hold a lock on
 /// the table, so that pending invalidations for it have been processed.
-pub fn get(client: &SpiClient<'_>, req: &Request<'_>) -> Rc<Plan> {
+pub fn get(req: &Request<'_>) -> Rc<Plan> {
     let key = cache_key(req);
     if ALL_STALE.with(|s| s.replace(false)) {
         clear();
@@ -320,7 +339,7 @@ pub fn get(client: &SpiClient<'_>, req: &Request<'_>) -> Rc<Plan> {
         Some(Err(old)) => drop(old), // freed outside the borrow
         None => {}
     }
-    let plan = Rc::new(build_watched(client, req));
+    let plan = Rc::new(build_watched(req));
     if INVALIDATED_WHILE_BUILDING.with(|i| i.replace(false)) {
         return plan; // not cached: the next call builds again from the catalog as it is then
     }
@@ -344,7 +363,7 @@ pub fn get(client: &SpiClient<'_>, req: &Request<'_>) -> Rc<Plan> {
 }
 
 /// `Plan::build`, noting any invalidation of the table that arrives meanwhile.
-fn build_watched(client: &SpiClient<'_>, req: &Request<'_>) -> Plan {
+fn build_watched(req: &Request<'_>) -> Plan {
     struct Watch(Option<pg_sys::Oid>);
     impl Drop for Watch {
         fn drop(&mut self) {
@@ -353,7 +372,7 @@ fn build_watched(client: &SpiClient<'_>, req: &Request<'_>) -> Plan {
     }
     INVALIDATED_WHILE_BUILDING.with(|i| i.set(false));
     let _watch = Watch(BUILDING.with(|b| b.replace(Some(req.relid))));
-    Plan::build(client, req)
+    Plan::build(req)
 }
 
 /// Number of cached plans in this backend.
@@ -366,7 +385,7 @@ fn clear() {
     drop(old);
 }
 
-fn mark_stale(relid: pg_sys::Oid) {
+pub(crate) fn mark_stale(relid: pg_sys::Oid) {
     if BUILDING.with(|b| b.get()).is_some_and(|b| relid == pg_sys::InvalidOid || relid == b) {
         INVALIDATED_WHILE_BUILDING.with(|i| i.set(true));
     }

@@ -18,13 +18,13 @@ pub fn call(args: Args, row: Value) -> pg_sys::Oid {
         open_table(args.relid);
         state.opened.set(true);
         let on_tie = args.on_tie();
-        Spi::connect(|client| {
-            let row = as_object(client, args.relid, &row);
-            let plan = plan_cache::get(client, &args.request(row.keys().map(String::as_str).collect(), on_tie));
+        Spi::connect(|_| {
+            let row = as_object(args.relid, &row);
+            let plan = plan_cache::get(&args.request(row.keys().map(String::as_str).collect(), on_tie));
             *state.plan.borrow_mut() = Some(plan.clone());
             let (outcome, stored_version) = upsert_row(&plan, on_tie, row);
             tracking::record(&plan, outcome, row, stored_version);
-            outcome.to_oid(client)
+            outcome.to_oid()
         })
     })
 }
@@ -32,7 +32,7 @@ pub fn call(args: Args, row: Value) -> pg_sys::Oid {
 /// Runs the plan for one row. Returns the outcome and, when the stored row was kept, its
 /// version as JSON text.
 pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outcome, Option<String>) {
-    let (mut values, nulls) = input::convert(plan, row);
+    let (mut values, nulls) = input::convert(plan, row, &[]);
     let run = |stmt: pg_sys::SPIPlanPtr, values: &mut Vec<pg_sys::Datum>| unsafe {
         // SAFETY: inside an SPI connection; values and nulls have one entry per parameter.
         let rc = pg_sys::SPI_execute_plan(stmt, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
@@ -54,22 +54,38 @@ pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outc
             // The write itself said why it kept the stored row.
             return (kept_outcome(plan, on_tie, row, note.same_version, note.same_values, false), note.stored_version.clone());
         }
+        if plan.update.is_none() && notes.is_empty() {
+            // Neither written nor kept by the versions, which would have left a note: a BEFORE
+            // INSERT trigger returned NULL, or a BEFORE UPDATE trigger did for a newer row.
+            return (Outcome::SkippedByTrigger, None);
+        }
         if let Some(update) = plan.update {
             if run(update, &mut values) == 1 {
                 return (Outcome::Updated, None);
             }
         }
         if run(plan.classify(), &mut values) == 1 {
-            // SAFETY: classify returned one row of (bool, bool, text).
-            let (same_version, same_values, stored) = unsafe { (cell::<bool>(0, 1), cell::<bool>(0, 2), cell::<String>(0, 3)) };
+            // SAFETY: classify returned one row of (bool, bool, text, bool).
+            let (same_version, same_values, stored, replaces) =
+                unsafe { (cell::<bool>(0, 1), cell::<bool>(0, 2), cell::<String>(0, 3), cell::<bool>(0, 4)) };
+            if replaces == Some(true) {
+                // The versions let the row through, yet it was not written: a trigger said no.
+                return (Outcome::SkippedByTrigger, None);
+            }
             return (kept_outcome(plan, on_tie, row, same_version, same_values, false), stored);
         }
         if plan.update.is_none() {
             break;
         }
     }
-    // The stored row exists (the write found it) but a row-level security policy hides it.
-    (Outcome::Stale, None)
+    (unseen_stored_row(plan), None)
+}
+
+/// The outcome of a row that was not written while no stored row is visible: a row-level
+/// security policy hides the stored row (it is kept, as stale), or else a BEFORE INSERT trigger
+/// skipped the row.
+pub fn unseen_stored_row(plan: &Plan) -> Outcome {
+    if super::catalog::row_security_applies(plan.relid) { Outcome::Stale } else { Outcome::SkippedByTrigger }
 }
 
 /// `Outcome::of_kept`, raising the tie error under `on_tie = error`.

@@ -42,14 +42,27 @@ pub struct KeyCol {
     pub eq: String,
 }
 
+/// A sent column as the statements name it.
+#[derive(Clone, Debug)]
+pub struct Column {
+    /// quoted
+    pub name: String,
+    /// `COLLATE schema.name`, for a type with collations: batches group and order rows in SQL,
+    /// where the values come from arrays that carry their type's default collation, not the
+    /// column's
+    pub collate: Option<String>,
+    /// the column's type, when it has no array type (arrays, domains over arrays): batches pass
+    /// its values as text and cast them, with the type's own input function
+    pub text_cast: Option<String>,
+}
+
 /// The shape of one call: which table, which columns are sent (in parameter order: column i is
 /// parameter `$i+1`), which of them form the conflict key and which are the version.
 #[derive(Clone, Debug)]
 pub struct Shape {
     /// `"schema"."table"`, quoted
     pub table: String,
-    /// quoted column names
-    pub columns: Vec<String>,
+    pub columns: Vec<Column>,
     pub key: Vec<KeyCol>,
     pub versions: Vec<VersionCol>,
     pub on_tie: OnTie,
@@ -66,7 +79,12 @@ const SEQ: &str = r#""pg_safeupsert_seq""#;
 
 impl Shape {
     fn col(&self, prefix: &str, i: usize) -> String {
-        format!("{prefix}.{}", self.columns[i])
+        format!("{prefix}.{}", self.columns[i].name)
+    }
+
+    /// The sent columns' names, comma-separated.
+    fn names(&self) -> String {
+        self.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
     }
 
     /// The key columns of `a` equal those of `b`.
@@ -86,10 +104,26 @@ impl Shape {
         }
     }
 
-    /// The batch input: parameter 1 is the rows' positions, parameter i+2 the values of column i.
-    fn unnest_input(&self) -> String {
+    /// The batch input: parameter 1 is the rows' positions, parameter i+2 the values of column
+    /// i, each given its column's collation (and type, for those passed as text), so that rows
+    /// are grouped, ordered and compared as the table compares them.
+    fn batch_input(&self) -> String {
         let arrays: Vec<String> = (1..=self.columns.len() + 1).map(|n| format!("pg_catalog.unnest(${n})")).collect();
-        format!("ROWS FROM ({}) AS r({ORD}, {})", arrays.join(", "), self.columns.join(", "))
+        let values: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| {
+                let mut value = format!("r.{}", c.name);
+                if let Some(t) = &c.text_cast {
+                    value = format!("CAST({value} AS {t})");
+                }
+                if let Some(collate) = &c.collate {
+                    value = format!("{value} {collate}");
+                }
+                format!("{value} AS {}", c.name)
+            })
+            .collect();
+        format!("SELECT r.{ORD}, {} FROM ROWS FROM ({}) AS r({ORD}, {})", values.join(", "), arrays.join(", "), self.names())
     }
 
     /// When the stored row `s` is replaced by the incoming one: it is older or, with
@@ -104,7 +138,7 @@ impl Shape {
     }
 
     fn key_names(&self) -> String {
-        let key: Vec<&str> = self.key.iter().map(|k| self.columns[k.index].as_str()).collect();
+        let key: Vec<&str> = self.key.iter().map(|k| self.columns[k.index].name.as_str()).collect();
         key.join(", ")
     }
 
@@ -117,7 +151,7 @@ impl Shape {
     /// When the incoming row does not replace the stored one, the last arm of the condition
     /// notes why (see `kept.rs`) and is false.
     fn on_conflict(&self) -> String {
-        let set: Vec<String> = self.non_key().map(|i| format!("{c} = EXCLUDED.{c}", c = self.columns[i])).collect();
+        let set: Vec<String> = self.non_key().map(|i| format!("{c} = EXCLUDED.{c}", c = self.columns[i].name)).collect();
         let incoming = |i: usize| self.col("EXCLUDED", i);
         format!(
             "ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {when} OR {kept}({same_version}, {same_values}, {stored_version})",
@@ -177,7 +211,7 @@ impl Shape {
             "INSERT INTO {table} AS s ({cols}) VALUES ({params}) {on_conflict} \
              RETURNING s.xmax OPERATOR(pg_catalog.=) 0",
             table = self.table,
-            cols = self.columns.join(", "),
+            cols = self.names(),
             params = params.join(", "),
             on_conflict = self.on_conflict(),
         )
@@ -190,7 +224,7 @@ impl Shape {
         format!(
             "INSERT INTO {table} AS s ({cols}) VALUES ({params}) ON CONFLICT ({key}) DO NOTHING RETURNING true",
             table = self.table,
-            cols = self.columns.join(", "),
+            cols = self.names(),
             params = params.join(", "),
             key = self.key_names(),
         )
@@ -200,7 +234,7 @@ impl Shape {
     /// incoming one is newer. Returns one row when updated.
     pub fn update_sql(&self) -> String {
         let param = |i: usize| format!("${}", i + 1);
-        let set: Vec<String> = self.non_key().map(|i| format!("{} = {}", self.columns[i], param(i))).collect();
+        let set: Vec<String> = self.non_key().map(|i| format!("{} = {}", self.columns[i].name, param(i))).collect();
         let key: Vec<String> =
             self.key.iter().map(|k| format!("{} {} {}", self.col("s", k.index), k.eq, param(k.index))).collect();
         format!(
@@ -214,7 +248,9 @@ impl Shape {
 
     /// Why the write was skipped: reads the stored row, which the skipped `ON CONFLICT DO
     /// UPDATE` has locked, so at READ COMMITTED this statement's fresh snapshot sees the very
-    /// version that was compared. Returns (same version, same values, stored version as JSON text).
+    /// version that was compared. Returns (same version, same values, stored version as JSON
+    /// text, whether the incoming row replaces it): the last tells a write that a trigger
+    /// cancelled from one that the versions refused.
     pub fn classify_sql(&self) -> String {
         let param = |i: usize| format!("${}", i + 1);
         let key: Vec<String> = self
@@ -223,10 +259,11 @@ impl Shape {
             .map(|k| format!("{} {} {}", self.col("s", k.index), k.eq, param(k.index)))
             .collect();
         format!(
-            "SELECT {same_version}, {same_values}, {stored_version} FROM {table} s WHERE {key}",
+            "SELECT {same_version}, {same_values}, {stored_version}, {replaces} FROM {table} s WHERE {key}",
             same_version = self.same_version("s", &param),
             same_values = self.same_values("s", &param),
             stored_version = self.version_json("s"),
+            replaces = self.replaces(&param),
             table = self.table,
             key = key.join(" AND "),
         )
@@ -248,7 +285,7 @@ impl Shape {
         let ties = if self.on_tie == OnTie::Apply { "DESC" } else { "ASC" };
         let incoming = |i: usize| self.col("r", i);
         format!(
-            "WITH input AS (SELECT * FROM {input}), \
+            "WITH input AS ({input}), \
              ranked AS (SELECT i.*, pg_catalog.row_number() OVER (PARTITION BY {partition} \
                         ORDER BY {order}, i.{ORD} {ties}) AS {RANK}, \
                         pg_catalog.dense_rank() OVER (ORDER BY {partition}) AS {SEQ} FROM input i), \
@@ -262,11 +299,11 @@ impl Shape {
              SELECT r.{ORD}, false, NULL::pg_catalog.bool, {same_version}, {same_values}, {winner_version}, r.{SEQ} \
              FROM ranked r JOIN ranked wr ON wr.{RANK} OPERATOR(pg_catalog.=) 1 AND {winner_key} \
              WHERE r.{RANK} OPERATOR(pg_catalog.>) 1",
-            input = self.unnest_input(),
+            input = self.batch_input(),
             partition = partition.join(", "),
             order = order.join(", "),
             table = self.table,
-            cols = self.columns.join(", "),
+            cols = self.names(),
             on_conflict = self.on_conflict(),
             returning = returning.join(", "),
             same_version = self.same_version("wr", &incoming),
@@ -278,16 +315,18 @@ impl Shape {
     }
 
     /// Why batch writes were skipped: like `classify_sql`, for the skipped rows passed as in
-    /// `batch_upsert_sql`. Returns (position, same version, same values, stored version).
+    /// `batch_upsert_sql`. Returns (position, same version, same values, stored version,
+    /// whether the incoming row replaces it).
     pub fn batch_classify_sql(&self) -> String {
         let incoming = |i: usize| self.col("r", i);
         format!(
-            "SELECT r.{ORD}, {same_version}, {same_values}, {stored_version} FROM {input} \
+            "SELECT r.{ORD}, {same_version}, {same_values}, {stored_version}, {replaces} FROM ({input}) r \
              JOIN {table} s ON {key}",
             same_version = self.same_version("s", &incoming),
             same_values = self.same_values("s", &incoming),
             stored_version = self.version_json("s"),
-            input = self.unnest_input(),
+            replaces = self.replaces(&incoming),
+            input = self.batch_input(),
             table = self.table,
             key = self.key_eq("s", "r"),
         )
@@ -301,7 +340,10 @@ mod tests {
     fn shape(on_tie: OnTie, versions: &[usize]) -> Shape {
         Shape {
             table: r#""public"."t""#.into(),
-            columns: vec![r#""date""#.into(), r#""id""#.into(), r#""seq""#.into(), r#""value""#.into()],
+            columns: [r#""date""#, r#""id""#, r#""seq""#, r#""value""#]
+                .into_iter()
+                .map(|name| Column { name: name.into(), collate: None, text_cast: None })
+                .collect(),
             key: vec![KeyCol { index: 1, eq: "OPERATOR(pg_catalog.=)".into() }],
             versions: versions
                 .iter()
@@ -357,7 +399,7 @@ mod tests {
     fn classify_reads_the_stored_row_by_key() {
         assert_eq!(
             shape(OnTie::Skip, &[0, 2]).classify_sql(),
-            r#"SELECT s."date" OPERATOR(pg_catalog.=) $1 AND s."seq" OPERATOR(pg_catalog.=) $3, ROW(s."date", s."id", s."seq", s."value")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW($1, $2, $3, $4)::pg_catalog.record, pg_catalog.jsonb_build_array(s."date", s."seq")::pg_catalog.text FROM "public"."t" s WHERE s."id" OPERATOR(pg_catalog.=) $2"#
+            r#"SELECT s."date" OPERATOR(pg_catalog.=) $1 AND s."seq" OPERATOR(pg_catalog.=) $3, ROW(s."date", s."id", s."seq", s."value")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW($1, $2, $3, $4)::pg_catalog.record, pg_catalog.jsonb_build_array(s."date", s."seq")::pg_catalog.text, (s."date" IS NULL OR s."date" OPERATOR(pg_catalog.<) $1 OR (s."date" OPERATOR(pg_catalog.=) $1 AND (s."seq" IS NULL OR s."seq" OPERATOR(pg_catalog.<) $3))) FROM "public"."t" s WHERE s."id" OPERATOR(pg_catalog.=) $2"#
         );
     }
 
@@ -383,8 +425,19 @@ mod tests {
     fn batch_classify_joins_the_stored_rows() {
         assert_eq!(
             shape(OnTie::Skip, &[0]).batch_classify_sql(),
-            r#"SELECT r."pg_safeupsert_ord", s."date" OPERATOR(pg_catalog.=) r."date", ROW(s."date", s."id", s."seq", s."value")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW(r."date", r."id", r."seq", r."value")::pg_catalog.record, pg_catalog.to_jsonb(s."date")::pg_catalog.text FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) AS r("pg_safeupsert_ord", "date", "id", "seq", "value") JOIN "public"."t" s ON s."id" OPERATOR(pg_catalog.=) r."id""#
+            r#"SELECT r."pg_safeupsert_ord", s."date" OPERATOR(pg_catalog.=) r."date", ROW(s."date", s."id", s."seq", s."value")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW(r."date", r."id", r."seq", r."value")::pg_catalog.record, pg_catalog.to_jsonb(s."date")::pg_catalog.text, (s."date" IS NULL OR s."date" OPERATOR(pg_catalog.<) r."date") FROM (SELECT r."pg_safeupsert_ord", r."date" AS "date", r."id" AS "id", r."seq" AS "seq", r."value" AS "value" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) AS r("pg_safeupsert_ord", "date", "id", "seq", "value")) r JOIN "public"."t" s ON s."id" OPERATOR(pg_catalog.=) r."id""#
         );
+    }
+
+    #[test]
+    fn batch_input_gives_each_column_its_collation_and_type() {
+        let mut shape = shape(OnTie::Skip, &[0]);
+        shape.columns[1].collate = Some(r#"COLLATE "public"."ci""#.into());
+        shape.columns[3].text_cast = Some("integer[]".into());
+        shape.columns[3].collate = Some(r#"COLLATE "pg_catalog"."default""#.into());
+        let input = r#"SELECT r."pg_safeupsert_ord", r."date" AS "date", r."id" COLLATE "public"."ci" AS "id", r."seq" AS "seq", CAST(r."value" AS integer[]) COLLATE "pg_catalog"."default" AS "value" FROM ROWS FROM ("#;
+        assert!(shape.batch_upsert_sql().contains(&format!("WITH input AS ({input}")));
+        assert!(shape.batch_classify_sql().contains(&format!("FROM ({input}")));
     }
 
     #[test]

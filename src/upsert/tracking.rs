@@ -30,6 +30,7 @@ fn counter(outcome: Outcome) -> Counter {
         Outcome::Stale => Counter::Stale,
         Outcome::Duplicate => Counter::Duplicate,
         Outcome::Tie => Counter::Tie,
+        Outcome::SkippedByTrigger => Counter::SkippedByTrigger,
     }
 }
 

@@ -1,5 +1,8 @@
 //! Every error a caller can cause, in one place: its SQLSTATE, a message naming the table and
 //! column at fault, and a detail or hint where one helps. README's error table mirrors this file.
+//! `fields` gives them, and PostgreSQL's own errors, the fields drivers read.
+
+pub mod fields;
 
 use std::any::Any;
 
@@ -11,10 +14,12 @@ struct Error {
     message: String,
     detail: Option<String>,
     hint: Option<String>,
+    /// the table's are filled in by `fields::keep_fields`, which knows the call's table
+    fields: fields::Fields,
 }
 
 fn error(code: Code, message: impl Into<String>) -> Error {
-    Error { code, message: message.into(), detail: None, hint: None }
+    Error { code, message: message.into(), detail: None, hint: None, fields: fields::Fields::default() }
 }
 
 impl Error {
@@ -26,7 +31,12 @@ impl Error {
         self.hint = Some(h.into());
         self
     }
+    fn column(mut self, c: &str) -> Self {
+        self.fields.column = Some(c.to_string());
+        self
+    }
     fn raise(self) -> ! {
+        fields::set_own(self.fields);
         let mut report = ErrorReport::new(self.code, self.message, "pg_safeupsert");
         if let Some(d) = self.detail {
             report = report.set_detail(d);
@@ -85,12 +95,6 @@ pub fn rows_not_array(table: &str) -> ! {
         .raise()
 }
 
-pub fn no_array_type(table: &str, column: &str) -> ! {
-    error(Code::ERRCODE_FEATURE_NOT_SUPPORTED, format!("column \"{column}\" of table {table} has a type without an array type"))
-        .hint("safe_upsert_many passes each column as an array; use safe_upsert for this table.")
-        .raise()
-}
-
 pub fn row_empty(table: &str) -> ! {
     error(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("row for table {table} is an empty JSON object"))
         .hint("The row must carry at least the key and version columns.")
@@ -100,6 +104,7 @@ pub fn row_empty(table: &str) -> ! {
 pub fn unknown_column(table: &str, key: &str) -> ! {
     error(Code::ERRCODE_UNDEFINED_COLUMN, format!("JSON key \"{key}\" is not a column of table {table}"))
         .hint("Every key of the row must name a column of the table; remove or rename it.")
+        .column(key)
         .raise()
 }
 
@@ -107,39 +112,48 @@ pub fn generated_column(table: &str, column: &str, how: &str) -> ! {
     error(Code::ERRCODE_GENERATED_ALWAYS, format!("column \"{column}\" of table {table} cannot be written"))
         .detail(format!("Column \"{column}\" is {how}."))
         .hint("Leave the column out of the row; PostgreSQL computes it.")
+        .column(column)
         .raise()
 }
 
 pub fn key_missing(table: &str, column: &str) -> ! {
     error(Code::ERRCODE_NOT_NULL_VIOLATION, format!("key column \"{column}\" of table {table} is missing or null in the row"))
         .hint("Every column of the conflict key must be present and not null.")
+        .column(column)
         .raise()
 }
 
 pub fn version_column_unknown(table: &str, column: &str) -> ! {
-    error(Code::ERRCODE_UNDEFINED_COLUMN, format!("version column \"{column}\" does not exist in table {table}")).raise()
+    error(Code::ERRCODE_UNDEFINED_COLUMN, format!("version column \"{column}\" does not exist in table {table}"))
+        .column(column)
+        .raise()
 }
 
 pub fn version_column_is_key(table: &str, column: &str) -> ! {
     error(Code::ERRCODE_INVALID_COLUMN_REFERENCE, format!("version column \"{column}\" of table {table} is part of the conflict key"))
         .hint("The version must be a column outside the key, such as updated_at.")
+        .column(column)
         .raise()
 }
 
 pub fn version_column_unordered(table: &str, column: &str, type_name: &str) -> ! {
     error(Code::ERRCODE_UNDEFINED_FUNCTION, format!("version column \"{column}\" of table {table} has type {type_name}, which has no ordering"))
         .hint("Use a type with a default btree operator class, such as bigint, timestamptz or numeric.")
+        .column(column)
         .raise()
 }
 
 pub fn version_missing(table: &str, column: &str) -> ! {
     error(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("version column \"{column}\" of table {table} is missing or null in the row"))
         .hint("Every row must carry its version.")
+        .column(column)
         .raise()
 }
 
 pub fn conflict_column_unknown(table: &str, column: &str) -> ! {
-    error(Code::ERRCODE_UNDEFINED_COLUMN, format!("conflict column \"{column}\" does not exist in table {table}")).raise()
+    error(Code::ERRCODE_UNDEFINED_COLUMN, format!("conflict column \"{column}\" does not exist in table {table}"))
+        .column(column)
+        .raise()
 }
 
 pub fn no_primary_key(table: &str) -> ! {
@@ -169,12 +183,16 @@ pub fn version_tie(table: &str, key: &str) -> ! {
 
 /// A value that its column's input function refused: keeps PostgreSQL's SQLSTATE and words,
 /// and says which column of which table.
-pub fn invalid_value(table: &str, column: &str, code: Code, cause: &str, detail: Option<&str>) -> ! {
+pub fn invalid_value(table: &str, column: &str, code: Code, cause: &str, detail: Option<&str>, mut given: fields::Fields) -> ! {
     let mut e = error(code, format!("invalid value for column \"{column}\" of table {table}: {cause}"));
     if let Some(d) = detail {
         e = e.detail(d);
     }
-    e.raise()
+    // The type's own fields (a domain's constraint and name) stay; the table's are the call's.
+    given.schema = None;
+    given.table = None;
+    e.fields = given;
+    e.column(column).raise()
 }
 
 /// The PostgreSQL error carried by a panic payload, whether it came from PostgreSQL itself or
@@ -187,24 +205,11 @@ pub fn caught(payload: &(dyn Any + Send)) -> Option<&ErrorReportWithLevel> {
     }
 }
 
-/// Raises `report` again with `prefix` before its message, keeping SQLSTATE, detail and hint.
-pub fn reraise_with_prefix(report: &ErrorReportWithLevel, prefix: &str) -> ! {
-    let mut e = error(report.sql_error_code(), format!("{prefix}{}", report.message()));
-    e.detail = report.detail().map(str::to_string);
-    e.hint = report.hint().map(str::to_string);
-    e.raise()
-}
-
 /// An SPI call that failed: not a caller's mistake, but named with SPI's own word for it.
 pub fn spi_failed(what: &str, rc: i32) -> ! {
     // SAFETY: SPI_result_code_string returns a static string for any code.
     let code = unsafe { std::ffi::CStr::from_ptr(pgrx::pg_sys::SPI_result_code_string(rc)) };
     error(Code::ERRCODE_INTERNAL_ERROR, format!("pg_safeupsert: {what} failed: {}", code.to_string_lossy())).raise()
-}
-
-/// A catalog read through SPI that failed.
-pub fn catalog_read_failed(what: &str, e: &dyn std::fmt::Display) -> ! {
-    error(Code::ERRCODE_INTERNAL_ERROR, format!("pg_safeupsert: reading {what} failed: {e}")).raise()
 }
 
 /// One of the extension's own objects is missing (removed from it by hand).
@@ -217,6 +222,7 @@ pub fn extension_object_missing(what: &str) -> ! {
 pub fn key_column_without_equality(table: &str, column: &str, type_name: &str) -> ! {
     error(Code::ERRCODE_UNDEFINED_FUNCTION, format!("key column \"{column}\" of table {table} has type {type_name}, which has no default equality operator"))
         .hint("The key's unique index must use its type's default btree operator class.")
+        .column(column)
         .raise()
 }
 

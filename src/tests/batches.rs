@@ -1,0 +1,98 @@
+//! In-server tests: batches group, order and convert rows as the table does: each column's
+//! collation, arrays and domains over them.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use crate::tests::helpers::*;
+
+    /// The outcomes of `safe_upsert_many(table, rows, 'v')`, space-separated, in input order.
+    fn many(table: &str, rows: &str) -> String {
+        text(&format!("SELECT string_agg(outcome::text, ' ' ORDER BY ord) FROM safe_upsert_many('{table}', '{rows}', 'v')"))
+    }
+
+    /// The outcome of each row sent alone to `table`, in order, space-separated.
+    fn singles(table: &str, rows: &[&str]) -> String {
+        rows.iter().map(|r| upsert(table, r, "v")).collect::<Vec<_>>().join(" ")
+    }
+
+    #[pg_test]
+    fn a_version_columns_collation_picks_the_same_winner_in_batches_as_in_single_calls() {
+        // 'B' sorts before 'a' under "C" and after it in a linguistic order: whichever the
+        // database's default is, one of these tables compares otherwise than the text type would.
+        let mut collations = vec!["C"];
+        if text("SELECT EXISTS (SELECT FROM pg_collation WHERE collname = 'und-x-icu')::text") == "true" {
+            collations.push("und-x-icu");
+        }
+        for (n, coll) in collations.iter().enumerate() {
+            let (batch, single) = (format!("coll_ver_b{n}"), format!("coll_ver_s{n}"));
+            for t in [&batch, &single] {
+                run(&format!(r#"CREATE TABLE {t} (id int PRIMARY KEY, v text COLLATE "{coll}", val text)"#));
+            }
+            let rows = [r#"{"id": 1, "v": "a", "val": "lower"}"#, r#"{"id": 1, "v": "B", "val": "upper"}"#];
+            singles(&single, &rows);
+            many(&batch, &format!("[{}]", rows.join(", ")));
+            assert_eq!(
+                text(&format!("SELECT val FROM {batch}")),
+                text(&format!("SELECT val FROM {single}")),
+                "collation {coll}"
+            );
+        }
+    }
+
+    // PostgreSQL 18 here is built without ICU, which nondeterministic collations need.
+    #[cfg(feature = "pg15")]
+    #[pg_test]
+    fn a_nondeterministic_key_collation_groups_batch_rows_as_the_unique_index_does() {
+        run("CREATE COLLATION coll_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+             CREATE TABLE coll_key (k text COLLATE coll_ci PRIMARY KEY, v int, val text);
+             INSERT INTO coll_key VALUES ('Stored', 5, 'x');");
+        // 'A' and 'a' are one key for the index: one winner, never "cannot affect row a second time"
+        assert_eq!(
+            many("coll_key", r#"[{"k": "A", "v": 1, "val": "first"}, {"k": "a", "v": 2, "val": "second"},
+                                {"k": "STORED", "v": 4, "val": "older"}, {"k": "stored", "v": 6, "val": "newer"}]"#),
+            "stale inserted stale updated"
+        );
+        assert_eq!(text("SELECT string_agg(k || ':' || v || ':' || val, ' ' ORDER BY v) FROM coll_key"), "a:2:second Stored:6:newer");
+        // the stored key compared with its spelling in the batch, as a single call compares it
+        assert_eq!(many("coll_key", r#"[{"k": "STORED", "v": 6, "val": "newer"}]"#), "tie");
+        assert_eq!(upsert("coll_key", r#"{"k": "STORED", "v": 6, "val": "newer"}"#, "v"), "tie");
+    }
+
+    #[pg_test]
+    fn array_columns_and_domains_over_arrays_work_in_batches_as_in_single_calls() {
+        run("CREATE DOMAIN arr_small AS int[] CHECK (cardinality(VALUE) <= 3);
+             CREATE TABLE arr_b (id int PRIMARY KEY, v int, nums int[], tags text[], small arr_small, grid int[][]);
+             CREATE TABLE arr_s (LIKE arr_b INCLUDING ALL);");
+        let rows = [
+            r#"{"id": 1, "v": 1, "nums": [1, 2], "tags": ["a", "b c"], "small": [7], "grid": [[1, 2], [3, 4]]}"#,
+            r#"{"id": 2, "v": 1, "nums": [], "tags": [null, "x"], "small": null, "grid": null}"#,
+            r#"{"id": 1, "v": 2, "nums": [3], "tags": ["d"], "small": [1, 2, 3], "grid": [[5]]}"#,
+        ];
+        assert_eq!(singles("arr_s", &rows), "inserted inserted updated");
+        assert_eq!(many("arr_b", &format!("[{}]", rows.join(", "))), "stale inserted inserted");
+        assert_eq!(contents("arr_b"), contents("arr_s"));
+        assert_eq!(contents("arr_b"), r#"(1,2,{3},{d},"{1,2,3}",{{5}}) (2,1,{},"{NULL,x}",,)"#);
+        // a later batch that replays the stored rows finds them duplicates
+        assert_eq!(many("arr_b", &format!("[{}, {}]", rows[1], rows[2])), "duplicate duplicate");
+    }
+
+    #[pg_test]
+    fn a_bad_array_in_a_batch_names_its_row_and_column_and_writes_nothing() {
+        run("CREATE DOMAIN arr_bad_small AS int[] CHECK (cardinality(VALUE) <= 1);
+             CREATE TABLE arr_bad (id int PRIMARY KEY, v int, nums int[], small arr_bad_small);");
+        assert_rejected(
+            "arr_bad",
+            r#"SELECT * FROM safe_upsert_many('arr_bad', '[{"id": 1, "v": 1, "nums": [1]}, {"id": 2, "v": 1, "nums": ["x"]}]', 'v')"#,
+            "22P02",
+            &["row 2:", "column \"nums\"", "arr_bad"],
+        );
+        assert_rejected(
+            "arr_bad",
+            r#"SELECT * FROM safe_upsert_many('arr_bad', '[{"id": 1, "v": 1, "small": [1, 2]}]', 'v')"#,
+            "23514",
+            &["row 1:", "column \"small\"", "arr_bad_small_check"],
+        );
+    }
+}
