@@ -56,7 +56,7 @@ for attempt in 1 2 3; do
   tmp=$(mktemp -d)
   cp "$sys_pkglibdir/pg_safeupsert.so" "$sql" "$sys_sharedir/extension/pg_safeupsert.control" "$tmp/" 2>/dev/null || true
   if cmp -s "$tmp/pg_safeupsert.so" target/release/libpg_safeupsert.so \
-     && [ -s "$tmp/$(basename "$sql")" ] && ! grep -q 'src/tests.rs' "$tmp/$(basename "$sql")"; then
+     && [ -s "$tmp/$(basename "$sql")" ] && ! grep -q 'src/tests/' "$tmp/$(basename "$sql")"; then
     # unlink first: a running server may have the old library mapped
     rm -f "$pg_libdir/pg_safeupsert.so" "$pg_sharedir"/extension/pg_safeupsert*
     cp "$tmp/pg_safeupsert.so" "$pg_libdir/"
