@@ -233,19 +233,33 @@ fn arbiter_indexes(relid: pg_sys::Oid) -> Vec<(bool, Vec<i16>)> {
     found.into_iter().map(|(primary, _, keys)| (primary, keys)).collect()
 }
 
+/// Reads the syscache row of `oid` in `cache`, whose catalog's fixed part is a `T`; None when
+/// there is none.
+///
+/// # Safety
+/// `T` is the struct of `cache`'s catalog.
+unsafe fn syscache_row<T, R>(cache: pg_sys::SysCacheIdentifier::Type, oid: pg_sys::Oid, read: impl FnOnce(&T) -> R) -> Option<R> {
+    // SAFETY: a syscache lookup inside a transaction; the row is read (`read` only copies) and
+    // then released.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(cache as i32, pg_sys::Datum::from(oid));
+        if tuple.is_null() {
+            return None;
+        }
+        let r = read(&*pg_sys::heap_tuple_get_struct::<T>(tuple));
+        pg_sys::ReleaseSysCache(tuple);
+        Some(r)
+    }
+}
+
 /// `OPERATOR(schema.op)` for an operator OID.
 fn qualified_operator(opr: pg_sys::Oid) -> String {
-    // SAFETY: a syscache lookup; the tuple is released after its fields are copied.
-    unsafe {
-        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::OPEROID as i32, pg_sys::Datum::from(opr));
-        if tuple.is_null() {
-            error::internal(&format!("operator {} not found", opr.to_u32()));
-        }
-        let form = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_operator>(tuple);
-        let (name, nsp) = (name_of(&form.oprname), form.oprnamespace);
-        pg_sys::ReleaseSysCache(tuple);
-        format!("OPERATOR({}.{name})", quoted_namespace(nsp))
-    }
+    // SAFETY: OPEROID rows are pg_operator's.
+    let found = unsafe {
+        syscache_row(pg_sys::SysCacheIdentifier::OPEROID, opr, |o: &pg_sys::FormData_pg_operator| (name_of(&o.oprname), o.oprnamespace))
+    };
+    let (name, nsp) = found.unwrap_or_else(|| error::internal(&format!("operator {} not found", opr.to_u32())));
+    format!("OPERATOR({}.{name})", quoted_namespace(nsp))
 }
 
 /// `COLLATE schema.name` for a column's collation; None for a type without collations.
@@ -253,17 +267,14 @@ fn collate_clause(collation: pg_sys::Oid) -> Option<String> {
     if collation == pg_sys::InvalidOid {
         return None;
     }
-    // SAFETY: as in `qualified_operator`.
-    unsafe {
-        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::COLLOID as i32, pg_sys::Datum::from(collation));
-        if tuple.is_null() {
-            error::internal(&format!("collation {} not found", collation.to_u32()));
-        }
-        let form = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_collation>(tuple);
-        let (name, nsp) = (name_of(&form.collname), form.collnamespace);
-        pg_sys::ReleaseSysCache(tuple);
-        Some(format!("COLLATE {}.{}", quoted_namespace(nsp), quoted(&name)))
-    }
+    // SAFETY: COLLOID rows are pg_collation's.
+    let found = unsafe {
+        syscache_row(pg_sys::SysCacheIdentifier::COLLOID, collation, |c: &pg_sys::FormData_pg_collation| {
+            (name_of(&c.collname), c.collnamespace)
+        })
+    };
+    let (name, nsp) = found.unwrap_or_else(|| error::internal(&format!("collation {} not found", collation.to_u32())));
+    Some(format!("COLLATE {}.{}", quoted_namespace(nsp), quoted(&name)))
 }
 
 /// A type as SQL names it, schema-qualified unless it is a built-in with an SQL name.
@@ -281,16 +292,9 @@ fn type_display(typid: pg_sys::Oid, typmod: i32) -> String {
 
 /// `pg_type.typname`.
 fn type_name(typid: pg_sys::Oid) -> String {
-    // SAFETY: as in `qualified_operator`.
-    unsafe {
-        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::TYPEOID as i32, pg_sys::Datum::from(typid));
-        if tuple.is_null() {
-            return String::new();
-        }
-        let name = name_of(&(*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_type>(tuple)).typname);
-        pg_sys::ReleaseSysCache(tuple);
-        name
-    }
+    // SAFETY: TYPEOID rows are pg_type's.
+    unsafe { syscache_row(pg_sys::SysCacheIdentifier::TYPEOID, typid, |t: &pg_sys::FormData_pg_type| name_of(&t.typname)) }
+        .unwrap_or_default()
 }
 
 /// The (less-than, equal) operators of a type's default btree ordering, if it has one.
@@ -444,17 +448,9 @@ pub fn syscache_table_name(relid: pg_sys::Oid) -> Option<String> {
 /// Whether the table has row-level security enabled (`relrowsecurity`), read from the syscache;
 /// true when it cannot be read, so that nothing is shown by mistake.
 pub fn has_row_security(relid: pg_sys::Oid) -> bool {
-    // SAFETY: a syscache lookup inside a transaction; the tuple is a pg_class row, released here.
-    unsafe {
-        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, pg_sys::Datum::from(relid));
-        if tuple.is_null() {
-            return true;
-        }
-        let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple);
-        let rls = (*form).relrowsecurity;
-        pg_sys::ReleaseSysCache(tuple);
-        rls
-    }
+    // SAFETY: RELOID rows are pg_class's.
+    unsafe { syscache_row(pg_sys::SysCacheIdentifier::RELOID, relid, |c: &pg_sys::FormData_pg_class| c.relrowsecurity) }
+        .unwrap_or(true)
 }
 
 /// Whether row-level security applies to this role on the table (as `check_enable_rls` says:

@@ -127,7 +127,7 @@ impl Plan {
         let mut building = Building::default();
         let write = if partitioned { shape.insert_sql() } else { shape.upsert_sql() };
         let upsert = building.keep(prepare(&write, &mut argtypes));
-        #[cfg(feature = "pg_test")]
+        #[cfg(any(test, feature = "pg_test"))]
         if let Some(hook) = BUILD_HOOK.with(|h| h.get()) {
             hook(req.relid);
         }
@@ -272,7 +272,7 @@ struct Cache {
     clock: u64,
 }
 
-#[cfg(feature = "pg_test")]
+#[cfg(any(test, feature = "pg_test"))]
 thread_local! {
     /// Tests only: runs in the middle of a build, after the first SPI plan is kept, to show what
     /// an invalidation or an error arriving there does.
