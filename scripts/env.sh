@@ -17,3 +17,13 @@ use_test_cluster() {
   scripts/cluster.sh status "$TEST_CLUSTER" >/dev/null || scripts/cluster.sh start --keep "$TEST_CLUSTER" "$TEST_PORT"
   eval "$(scripts/cluster.sh env "$TEST_CLUSTER")"
 }
+
+# Copies the frozen install scripts of released versions (sql/pg_safeupsert--A.sql) into an
+# extension directory, readable by the server.
+install_frozen_sql() {  # install_frozen_sql DIR
+  local f
+  for f in sql/pg_safeupsert--*.sql; do
+    case "$(basename "$f")" in pg_safeupsert--*--*) continue ;; esac
+    install -m 0644 "$f" "$1/"
+  done
+}

@@ -11,5 +11,8 @@ t0=$SECONDS
 # inode): unlink it first, so they keep the old one until they restart.
 rm -f "$("$PG_CONFIG" --pkglibdir)/pg_safeupsert.so"
 cargo pgrx install --release --pg-config "$PG_CONFIG"
+# cargo-pgrx installs the upgrade scripts of sql/ (pg_safeupsert--A--B.sql) but not the frozen
+# install scripts of released versions, which CREATE EXTENSION ... VERSION 'A' needs.
+install_frozen_sql "$("$PG_CONFIG" --sharedir)/extension"
 echo "install: pg_safeupsert into $("$PG_CONFIG" --pkglibdir) ($((SECONDS - t0)) s);" \
   "servers already running load it when restarted"

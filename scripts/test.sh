@@ -32,7 +32,7 @@ tier unit scripts/test-unit.sh
 tier pgrx-pg15 scripts/test-pgrx.sh pg15
 tier pgrx-pg18 scripts/test-pgrx.sh pg18
 
-server_tiers=(regress isolation clients)
+server_tiers=(regress isolation clients upgrade)
 trap 'scripts/cluster.sh stop "$TEST_CLUSTER" >/dev/null 2>&1 || true' EXIT
 if ! scripts/install.sh; then
   not_run "install failed" "${server_tiers[@]}"
@@ -42,6 +42,7 @@ else
   tier regress scripts/test-regress.sh
   tier isolation scripts/test-isolation.sh
   tier clients scripts/test-clients.sh
+  tier upgrade scripts/test-upgrade.sh
   scripts/cluster.sh stop "$TEST_CLUSTER"
 fi
 
