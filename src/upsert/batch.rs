@@ -149,7 +149,7 @@ fn array(mut values: Vec<pg_sys::Datum>, mut nulls: Vec<bool>, element: &Element
     let Element { typid, len, byval, align } = *element;
     let mut dims = [values.len() as i32];
     let mut lbs = [1];
-    // SAFETY: values and nulls have dims[0] entries of the element type described by `elem`.
+    // SAFETY: values and nulls have dims[0] entries of the element type described by `element`.
     unsafe {
         let a = pg_sys::construct_md_array(
             values.as_mut_ptr(),
