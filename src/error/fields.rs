@@ -101,19 +101,18 @@ fn reset() {
 pub fn keep_fields<R>(relid: Option<pg_sys::Oid>, call: impl FnOnce() -> R) -> R {
     // An outer call (safe_upsert inside a trigger of another's table) keeps its own notes.
     let outer = (CAPTURED.with(|c| c.borrow_mut().take()), OWN.with(|o| o.borrow_mut().take()), ROW.with(|r| r.take()));
-    let mut capture = Box::new(pg_sys::ErrorContextCallback {
+    let mut capture = pg_sys::ErrorContextCallback {
         // SAFETY: reading the backend's error context stack, which only this thread touches.
         previous: unsafe { pg_sys::error_context_stack },
         callback: Some(capture_fields),
         arg: std::ptr::null_mut(),
-    });
-    // SAFETY: the entry is pushed here and unlinked below, before it is freed, whether the call
-    // returns or fails.
-    unsafe { pg_sys::error_context_stack = &mut *capture };
+    };
+    // SAFETY: the entry lives in this frame, is not moved, and is unlinked below before the
+    // frame ends, whether the call returns or fails.
+    unsafe { pg_sys::error_context_stack = &raw mut capture };
     let result = std::panic::catch_unwind(AssertUnwindSafe(call));
     // SAFETY: as above.
-    unsafe { unlink(&mut *capture) };
-    drop(capture);
+    unsafe { unlink(&raw mut capture) };
     let payload = match result {
         Ok(done) => {
             reset();

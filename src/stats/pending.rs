@@ -27,7 +27,7 @@ pub type Conflict = super::record::LogRecord;
 /// failed calls, which no rollback takes back.
 ///
 /// Publishing happens in commit and abort callbacks, where nothing may fail: whatever it needs
-/// is cut, formatted and allocated here, when an outcome is recorded. `publish_into` then only
+/// is cut, formatted and allocated here, when an outcome is recorded. `committed` then only
 /// reads, sorts in place and hands out.
 #[derive(Default)]
 pub struct Pending {

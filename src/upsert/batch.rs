@@ -117,10 +117,10 @@ struct Converted<'a> {
     columns: Vec<(Vec<pg_sys::Datum>, Vec<bool>)>,
 }
 
-fn convert_group<'a>(plan: &Plan, batch: &BatchPlan, rows: &[&Map<String, Value>], positions: &'a [usize]) -> Converted<'a> {
+fn convert_group<'a>(plan: &Plan, rows: &[&Map<String, Value>], positions: &'a [usize]) -> Converted<'a> {
     let n = positions.len();
     let mut columns = vec![(Vec::with_capacity(n), Vec::with_capacity(n)); plan.columns.len()];
-    let as_text: Vec<bool> = batch.elements.iter().zip(&plan.columns).map(|(e, c)| e.typid != c.meta.typid).collect();
+    let as_text: Vec<bool> = plan.shape.columns.iter().map(|c| c.text_cast.is_some()).collect();
     for &pos in positions {
         let (values, nulls) = at_row(pos, || input::convert(plan, rows[pos], &as_text));
         for (c, (v, null)) in columns.iter_mut().zip(values.into_iter().zip(nulls)) {
@@ -174,7 +174,7 @@ fn upsert_group(
     positions: &[usize],
 ) -> Vec<(usize, Outcome, Option<String>)> {
     let batch = batch_plan(plan);
-    let converted = convert_group(plan, batch, rows, positions);
+    let converted = convert_group(plan, rows, positions);
     let all: Vec<usize> = (0..positions.len()).collect();
     let mut params = params(batch, &converted, &all);
     let not_null = vec![input::NOT_NULL; params.len()];

@@ -112,11 +112,15 @@ fn kept_function() -> (String, pg_sys::Oid) {
     if nsp == pg_sys::InvalidOid {
         error::extension_object_missing("function safe_upsert_kept");
     }
-    let schema = quoted_namespace(nsp);
+    // SAFETY: a syscache lookup; NULL when the schema is gone.
+    let nspname = unsafe { pg_sys::get_namespace_name(nsp) };
+    // SAFETY: `nspname` is NULL or a palloc'd string.
+    let Some(schema) = (unsafe { owned(nspname) }).map(|n| quoted(&n)) else {
+        error::extension_object_missing("function safe_upsert_kept")
+    };
     // SAFETY: builds a qualified name list in the current context and looks it up in the
     // syscache; missing_ok answers InvalidOid instead of raising.
     let oid = unsafe {
-        let nspname = pg_sys::get_namespace_name(nsp);
         let name = pg_sys::list_make2_impl(
             pg_sys::NodeTag::T_List,
             pg_sys::ListCell { ptr_value: pg_sys::makeString(nspname).cast() },
@@ -433,16 +437,7 @@ pub unsafe fn owned(s: *const std::ffi::c_char) -> Option<String> {
 /// `schema.table`, each part quoted where needed, as `quote_ident` does, read from the
 /// syscache (no SQL); None if dropped.
 pub fn syscache_table_name(relid: pg_sys::Oid) -> Option<String> {
-    // SAFETY: syscache lookups inside a transaction; quote_identifier returns its input or a
-    // palloc'd copy.
-    unsafe {
-        let rel = pg_sys::get_rel_name(relid);
-        let nsp = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
-        if rel.is_null() || nsp.is_null() {
-            return None;
-        }
-        Some(format!("{}.{}", owned(pg_sys::quote_identifier(nsp))?, owned(pg_sys::quote_identifier(rel))?))
-    }
+    table_parts(relid).map(|(nsp, rel)| format!("{}.{}", quoted(&nsp), quoted(&rel)))
 }
 
 /// Whether the table has row-level security enabled (`relrowsecurity`), read from the syscache;
