@@ -1,5 +1,5 @@
 # Thin: every target is a script in scripts/.
-.PHONY: demo test bench install stop clean
+.PHONY: demo test bench install package stop clean
 
 demo:
 	scripts/demo.sh
@@ -12,6 +12,10 @@ bench:
 
 install:
 	scripts/install.sh
+
+# tarballs (and a .deb for 15) in target/packages/
+package:
+	scripts/package.sh
 
 # stop every private cluster (demo, test, bench, ...)
 stop:

@@ -32,7 +32,7 @@ tier unit scripts/test-unit.sh
 tier pgrx-pg15 scripts/test-pgrx.sh pg15
 tier pgrx-pg18 scripts/test-pgrx.sh pg18
 
-server_tiers=(regress isolation clients upgrade)
+server_tiers=(regress isolation clients upgrade package)
 trap 'scripts/cluster.sh stop "$TEST_CLUSTER" >/dev/null 2>&1 || true' EXIT
 if ! scripts/install.sh; then
   not_run "install failed" "${server_tiers[@]}"
@@ -43,6 +43,7 @@ else
   tier isolation scripts/test-isolation.sh
   tier clients scripts/test-clients.sh
   tier upgrade scripts/test-upgrade.sh
+  tier package scripts/test-package.sh
   scripts/cluster.sh stop "$TEST_CLUSTER"
 fi
 

@@ -181,7 +181,9 @@ def test_a_crafted_statistics_file_never_stops_start_up(small):
     at = 8 + 8 * 5 + 8 * 7  # the key's length
     lying[at:at + 8] = struct.pack("<Q", 1 << 62)
     good = encode_snapshot([(dbid, relid)], [oversized])
-    for content in (bytes(lying), good[: len(good) // 2], b"something else entirely", b""):
+    # a file that another layout of the statistics wrote (PGSUPS01 had 7 counters a table)
+    other_layout = b"PGSUPS01" + good[8:]
+    for content in (bytes(lying), good[: len(good) // 2], other_layout, b"something else entirely", b""):
         since = len(small.log_text())
         restart_with_file(small, content)
         with small.connect() as c:
