@@ -27,3 +27,8 @@ install_frozen_sql() {  # install_frozen_sql DIR
     install -m 0644 "$f" "$1/"
   done
 }
+
+# The newest released version: the newest frozen install script in sql/.
+newest_release() {
+  ls sql | sed -nE 's/^pg_safeupsert--([0-9.]+)\.sql$/\1/p' | sort -V | tail -1
+}

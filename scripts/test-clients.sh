@@ -12,6 +12,8 @@ db=clients_safeupsert
 use_test_cluster
 psql -qX -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" 2>/dev/null
 psql -qX -d "$db" -c "CREATE EXTENSION ${CLIENTS_EXTENSION-pg_safeupsert}"
+# CLIENTS_UPDATE=1: the tests run on the extension as ALTER EXTENSION ... UPDATE leaves it
+if [ "${CLIENTS_UPDATE:-0}" = 1 ]; then psql -qX -d "$db" -c "ALTER EXTENSION pg_safeupsert UPDATE"; fi
 export PGDATABASE=$db SAFEUPSERT_CLUSTER=$TEST_CLUSTER SAFEUPSERT_CLUSTER_SH=$PWD/scripts/cluster.sh
 
 status=0

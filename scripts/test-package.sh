@@ -66,7 +66,7 @@ q() { psql -qAtX -v ON_ERROR_STOP=1 "$@"; }
 # --- 1. the packages of this build -----------------------------------------------------------
 PACKAGE_PG="$majors" PACKAGE_DIR="$work/out" scripts/package.sh
 (cd "$work/out" && sha256sum --quiet -c ./*.sha256) || fail "a checksum does not match"
-previous=$(ls sql | sed -nE 's/^pg_safeupsert--([0-9.]+)\.sql$/\1/p' | sort -V | tail -1)
+previous=$(newest_release)
 
 for major in $majors; do
   # shellcheck disable=SC2046 # no or one directory, without spaces
