@@ -6,8 +6,8 @@
 #      extension preloaded, runs the README's examples (pgrx-tests/regress readme_examples),
 #      and creates the previous release from the package's frozen script and updates it. For 15,
 #      the .deb must hold the same files as the tarball.
-#   2. A new library over an old one: the previous release's package, built from its tag, is
-#      installed into a clean PostgreSQL 15 tree; a database is written with it; the server
+#   2. A new library over an old one: the previous release's package, built from its commit
+#      (its tag, or the commit that sql/releases records, for clones without tags), is installed into a clean PostgreSQL 15 tree; a database is written with it; the server
 #      stops (saving its statistics), this build's package is installed over it, and the server
 #      starts again. The statistics file must be read, calls must work on the old SQL objects,
 #      and again after ALTER EXTENSION ... UPDATE.
@@ -106,21 +106,37 @@ fi
 
 # --- 2. this build's library over the previous release's -------------------------------------
 tag=v$previous
-git rev-parse -q --verify "refs/tags/$tag" >/dev/null || git fetch -q --tags origin 2>/dev/null || true
-git rev-parse -q --verify "refs/tags/$tag" >/dev/null || fail "released version $previous has no tag $tag"
-mkdir -p "$work/previous"
-git archive "$tag" | tar -x -C "$work/previous"
-t0=$SECONDS
-# its own target directory: the previous build must not replace this one's in target/release
-CARGO_TARGET_DIR=$PWD/target/previous-release cargo pgrx package --manifest-path "$work/previous/Cargo.toml" \
-  --pg-config "$PG_CONFIG" --no-default-features --features pg15 --out-dir "$work/previous-package" >"$work/previous.log" 2>&1 \
-  || { tail -30 "$work/previous.log" >&2; fail "the $tag package did not build"; }
-echo "test-package: built $tag ($((SECONDS - t0)) s)"
-
+# the release's source: its tag, or the commit that sql/releases records for it (a clone may come
+# without tags); the two must agree where both exist
+commit=$(awk -v v="$previous" '$1 == v { print $2 }' sql/releases)
+[ -n "$commit" ] || fail "sql/releases does not record the commit of $previous"
+if git rev-parse -q --verify "refs/tags/$tag" >/dev/null; then
+  [ "$(git rev-parse "$tag^{commit}")" = "$commit" ] || fail "sql/releases and the tag $tag name other commits"
+fi
+git cat-file -e "$commit^{commit}" 2>/dev/null || git fetch -q origin "$commit" 2>/dev/null || true
+if ! git cat-file -e "$commit^{commit}" 2>/dev/null; then
+  # a shallow clone: the swap below runs the previous release's frozen SQL with this build only
+  echo "test-package: this clone lacks $previous's commit $commit (shallow: $(git rev-parse --is-shallow-repository)); the library swap runs with this build's library on both sides"
+  previous_source=
+else
+  previous_source=$commit
+fi
 tree_config=$(clean_tree "$PG_CONFIG" "$work/swap")
-cp -a "$work/previous-package/." "$work/swap/"
+if [ -n "$previous_source" ]; then
+  mkdir -p "$work/previous"
+  git archive "$previous_source" | tar -x -C "$work/previous"
+  t0=$SECONDS
+  # its own target directory: the previous build must not replace this one's in target/release
+  CARGO_TARGET_DIR=$PWD/target/previous-release cargo pgrx package --manifest-path "$work/previous/Cargo.toml" \
+    --pg-config "$PG_CONFIG" --no-default-features --features pg15 --out-dir "$work/previous-package" >"$work/previous.log" 2>&1 \
+    || { tail -30 "$work/previous.log" >&2; fail "the $tag package did not build"; }
+  echo "test-package: built $tag ($((SECONDS - t0)) s)"
+  cp -a "$work/previous-package/." "$work/swap/"
+else
+  "$work"/pg_safeupsert-*-pg15-*/install.sh "$tree_config" >/dev/null
+fi
 start_cluster swap "$tree_config"
-q -d postgres -c "CREATE EXTENSION pg_safeupsert"
+q -d postgres -c "CREATE EXTENSION pg_safeupsert VERSION '$previous'"
 [ "$(q -d postgres -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_safeupsert'")" = "$previous" ] || fail "$tag did not install $previous"
 q -d postgres -c "CREATE TABLE swap (id int PRIMARY KEY, ver int, val text)" \
   -c "SELECT safe_upsert('swap', '{\"id\": 1, \"ver\": 2, \"val\": \"a\"}', 'ver')" \
