@@ -3,3 +3,118 @@
 -- frozen too. The upgrade tier (scripts/test-upgrade.sh) checks that 0.1.0 plus this script
 -- gives exactly the objects of a fresh 0.2.0 install.
 \echo Use "ALTER EXTENSION pg_safeupsert UPDATE" to load this file. \quit
+
+-- Versioned deletes: two outcomes, the tombstone tables' registry and event triggers,
+-- safe_delete, the purge, the view.
+ALTER TYPE safe_upsert_outcome ADD VALUE 'deleted';
+ALTER TYPE safe_upsert_outcome ADD VALUE 'absent';
+
+CREATE SCHEMA safe_upsert_data;
+COMMENT ON SCHEMA safe_upsert_data IS 'pg_safeupsert: the tombstone tables, one per table with versioned deletes';
+-- each tombstone table belongs to its target's owner, who works on it through this schema;
+-- the tables themselves grant nothing to anyone else
+GRANT USAGE ON SCHEMA safe_upsert_data TO PUBLIC;
+CREATE TABLE safe_upsert_data.tombstone_tables (
+    target regclass PRIMARY KEY,
+    tombstones regclass NOT NULL UNIQUE,
+    key_cols name[] NOT NULL,
+    version_cols name[] NOT NULL
+);
+COMMENT ON TABLE safe_upsert_data.tombstone_tables IS 'pg_safeupsert: which table keeps the tombstones of which target';
+REVOKE ALL ON safe_upsert_data.tombstone_tables FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('safe_upsert_data.tombstone_tables', '');
+
+-- A dropped target takes its tombstones along; a dropped tombstone table leaves the registry.
+CREATE FUNCTION safe_upsert_data.on_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT t.target, t.tombstones, d.objid = t.tombstones::oid AS side_dropped
+        FROM pg_event_trigger_dropped_objects() d
+        JOIN safe_upsert_data.tombstone_tables t ON d.objid IN (t.target::oid, t.tombstones::oid)
+        WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+    LOOP
+        DELETE FROM safe_upsert_data.tombstone_tables WHERE target::oid = r.target::oid;
+        IF NOT r.side_dropped AND pg_catalog.to_regclass(r.tombstones::text) IS NOT NULL THEN
+            EXECUTE pg_catalog.format('DROP TABLE %s', r.tombstones);
+        END IF;
+    END LOOP;
+    -- a key or version column dropped from a target that keeps tombstones
+    FOR r IN
+        SELECT t.target, d.address_names[3] AS col
+        FROM pg_event_trigger_dropped_objects() d
+        JOIN safe_upsert_data.tombstone_tables t ON d.objid = t.target::oid
+        WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid <> 0
+          AND d.address_names[3] = ANY (t.key_cols || t.version_cols)
+    LOOP
+        RAISE EXCEPTION 'cannot drop column "%" of table %: its tombstones compare it', r.col, r.target
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = pg_catalog.format('Remove the tombstones first: SELECT safe_upsert_purge_tombstones(%L);', r.target::text);
+    END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER safe_upsert_on_drop ON sql_drop EXECUTE FUNCTION safe_upsert_data.on_drop();
+
+-- ALTER TABLE on a key or version column of a target that keeps tombstones: refused, since the
+-- tombstones would no longer compare as the table does.
+CREATE FUNCTION safe_upsert_data.on_alter() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT t.target, a.attname
+        FROM (SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands()
+              WHERE classid = 'pg_catalog.pg_class'::regclass) c
+        JOIN safe_upsert_data.tombstone_tables t ON t.target::oid = c.objid
+        JOIN pg_attribute a ON a.attrelid = t.tombstones::oid AND a.attnum > 0 AND NOT a.attisdropped
+        LEFT JOIN pg_attribute b ON b.attrelid = t.target::oid AND b.attname = a.attname AND NOT b.attisdropped
+        WHERE a.attname = ANY (t.key_cols || t.version_cols)
+          AND (b.attname IS NULL OR b.atttypid <> a.atttypid OR b.atttypmod <> a.atttypmod
+               OR b.attcollation <> a.attcollation)
+    LOOP
+        RAISE EXCEPTION 'cannot change column "%" of table %: its tombstones compare it', r.attname, r.target
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'A renamed, retyped or dropped key or version column would leave tombstones that compare wrong.',
+                  HINT = pg_catalog.format('Remove the tombstones first: SELECT safe_upsert_purge_tombstones(%L);', r.target::text);
+    END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER safe_upsert_on_alter ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION safe_upsert_data.on_alter();
+
+CREATE FUNCTION safe_delete(target regclass, "row" jsonb, version_col name, conflict_cols name[] DEFAULT NULL)
+RETURNS safe_upsert_outcome
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'safe_delete_one_wrapper';
+COMMENT ON FUNCTION safe_delete(regclass, jsonb, name, name[]) IS
+  'Delete the stored row if its version is older or equal, keeping a tombstone that refuses older writes.';
+
+CREATE FUNCTION safe_delete(target regclass, "row" jsonb, version_cols name[], conflict_cols name[] DEFAULT NULL)
+RETURNS safe_upsert_outcome
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'safe_delete_multi_wrapper';
+COMMENT ON FUNCTION safe_delete(regclass, jsonb, name[], name[]) IS
+  'safe_delete with several version columns compared in order.';
+
+CREATE FUNCTION safe_upsert_purge_tombstones(target regclass DEFAULT NULL, older_than interval DEFAULT NULL)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'safe_upsert_purge_tombstones_wrapper';
+COMMENT ON FUNCTION safe_upsert_purge_tombstones(regclass, interval) IS
+  'Remove the tombstones of a table (or of every table you own), all or those older than older_than; returns how many.';
+
+CREATE FUNCTION safe_upsert_tombstone_rows()
+RETURNS TABLE(relid oid, schemaname text, relname text, key jsonb, version jsonb, deleted_at timestamptz)
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'safe_upsert_tombstone_rows_wrapper';
+COMMENT ON FUNCTION safe_upsert_tombstone_rows() IS 'Internal to the view safe_upsert_tombstones.';
+
+CREATE VIEW safe_upsert_tombstones AS
+    SELECT relid, schemaname::name AS schemaname, relname::name AS relname, key, version, deleted_at
+    FROM safe_upsert_tombstone_rows();
+COMMENT ON VIEW safe_upsert_tombstones IS
+  'The tombstones of deleted keys, of the tables you may SELECT from.';
+GRANT SELECT ON safe_upsert_tombstones TO PUBLIC;

@@ -10,6 +10,7 @@ mod gucs;
 mod notify;
 mod shared_memory;
 mod stats;
+mod tombstones;
 mod upsert;
 
 ::pgrx::pg_module_magic!(name, version);

@@ -226,6 +226,44 @@ pub fn key_column_without_equality(table: &str, column: &str, type_name: &str) -
         .raise()
 }
 
+pub fn tombstones_of_other_columns(table: &str, key: &[String], versions: &[String], want_key: &[String], want_versions: &[String]) -> ! {
+    let list = |names: &[String]| names.join(", ");
+    error(
+        Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!("the tombstones of table {table} are kept for key ({}) and version ({})", list(key), list(versions)),
+    )
+    .detail(format!("This call uses key ({}) and version ({}).", list(want_key), list(want_versions)))
+    .hint(format!("Call with the tombstones' columns, or remove them first: SELECT safe_upsert_purge_tombstones('{table}');"))
+    .raise()
+}
+
+pub fn tombstones_compare_otherwise(table: &str, column: &str) -> ! {
+    error(
+        Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!("column \"{column}\" of table {table} no longer has the type or collation of its tombstones"),
+    )
+    .hint(format!("Remove the tombstones: SELECT safe_upsert_purge_tombstones('{table}');"))
+    .column(column)
+    .raise()
+}
+
+pub fn delete_not_permitted(table: &str) -> ! {
+    error(Code::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("permission denied for table {table}"))
+        .detail("safe_delete needs the DELETE and SELECT privileges on the table.")
+        .raise()
+}
+
+pub fn delete_hidden_row(table: &str, key: &str) -> ! {
+    error(Code::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("the stored row of table {table} with key {key} is hidden by row-level security"))
+        .detail("A delete that cannot see or remove the stored row cannot tell it apart from an absent one.")
+        .raise()
+}
+
+pub fn purge_not_owner(table: &str) -> ! {
+    error(Code::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("must be owner of table {table} to purge its tombstones"))
+        .raise()
+}
+
 /// An internal invariant that does not hold: reported as an error, never a crash.
 pub fn internal(what: &str) -> ! {
     error(Code::ERRCODE_INTERNAL_ERROR, format!("pg_safeupsert: {what}")).raise()

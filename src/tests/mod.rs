@@ -9,6 +9,7 @@
 
 mod batches;
 mod conversion;
+mod deletes;
 mod errors;
 mod helpers;
 mod outcomes;

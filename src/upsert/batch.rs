@@ -17,6 +17,7 @@ use super::tracking::{self, CallState};
 use super::outcome::Outcome;
 use super::{as_object, kept, open_table, Args};
 use crate::error::{self, fields};
+use crate::tombstones::as_role;
 
 /// (1-based position, outcome as the OID of its SQL enum label) per row, in input order.
 pub fn call(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
@@ -175,10 +176,62 @@ fn upsert_group(
 ) -> Vec<(usize, Outcome, Option<String>)> {
     let batch = batch_plan(plan);
     let converted = convert_group(plan, rows, positions);
-    let all: Vec<usize> = (0..positions.len()).collect();
-    let mut params = params(batch, &converted, &all);
-    let not_null = vec![input::NOT_NULL; params.len()];
     let mut results = Vec::with_capacity(positions.len());
+    let mut picks: Vec<usize> = (0..positions.len()).collect();
+    let tomb = plan.tomb.as_ref().map(|tomb| (tomb, plan.batch_tomb(tomb, batch)));
+    if let Some((tomb, (claim, _))) = tomb {
+        // The keys' claims first, as single calls take them; rows whose key was deleted at
+        // their version or later are stale, and not written.
+        let mut params = params(batch, &converted, &picks);
+        let not_null = vec![input::NOT_NULL; params.len()];
+        let mut refused = Vec::new();
+        // SAFETY: inside an SPI connection; the claim returns rows of (int, text).
+        unsafe {
+            as_role(tomb.owner, || {
+                let rc = pg_sys::SPI_execute_plan(claim, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
+                if rc < 0 {
+                    error::spi_failed("SPI_execute_plan", rc);
+                }
+            });
+            for r in 0..pg_sys::SPI_processed as usize {
+                let pos = position(r, rows.len());
+                refused.push(pos);
+                results.push((pos, Outcome::Stale, cell::<String>(r, 2)));
+            }
+        }
+        refused.sort_unstable();
+        picks.retain(|&i| refused.binary_search(&positions[i]).is_err());
+        if picks.is_empty() {
+            return results;
+        }
+    }
+    let mut params = params(batch, &converted, &picks);
+    let not_null = vec![input::NOT_NULL; params.len()];
+    let results = write_group(plan, on_tie, rows, &converted, batch, &mut params, &not_null, results);
+    if let Some((tomb, (_, unclaim))) = tomb {
+        // SAFETY: inside an SPI connection; the same parameters as the write.
+        as_role(tomb.owner, || unsafe {
+            let rc = pg_sys::SPI_execute_plan(unclaim, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
+            if rc < 0 {
+                error::spi_failed("SPI_execute_plan", rc);
+            }
+        });
+    }
+    results
+}
+
+/// The set-based write of a group's rows given in `params`, adding their outcomes to `results`.
+#[allow(clippy::too_many_arguments)]
+fn write_group(
+    plan: &Plan,
+    on_tie: OnTie,
+    rows: &[&Map<String, Value>],
+    converted: &Converted<'_>,
+    batch: &BatchPlan,
+    params: &mut [pg_sys::Datum],
+    not_null: &[std::ffi::c_char],
+    mut results: Vec<(usize, Outcome, Option<String>)>,
+) -> Vec<(usize, Outcome, Option<String>)> {
     // winners whose stored row was kept: (place of their key in key order, position)
     let mut skipped = Vec::new();
     // SAFETY: inside an SPI connection; one parameter per batch statement argument.
@@ -228,7 +281,7 @@ fn upsert_group(
         results.extend(skipped.into_iter().map(|(_, pos)| (pos, Outcome::SkippedByTrigger, None)));
         return results;
     }
-    results.extend(classify_group(plan, on_tie, rows, &converted, skipped.into_iter().map(|(_, pos)| pos).collect()));
+    results.extend(classify_group(plan, on_tie, rows, converted, skipped.into_iter().map(|(_, pos)| pos).collect()));
     results
 }
 

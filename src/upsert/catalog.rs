@@ -13,6 +13,7 @@ use pgrx::PgTupleDesc;
 use super::json_text::ColumnKind;
 use super::statement::{Column, KeyCol, OnTie, Shape, VersionCol};
 use crate::error;
+use crate::tombstones::Registered;
 
 /// A sent column: what converting its JSON value needs.
 pub struct ColumnMeta {
@@ -32,6 +33,16 @@ pub struct Request<'a> {
     pub version_cols: &'a [String],
     pub conflict_cols: Option<&'a [String]>,
     pub on_tie: OnTie,
+    pub op: Op,
+}
+
+/// What a plan is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Upsert,
+    /// `safe_delete`: of the row's keys, only the key and version columns are sent; the others
+    /// must be columns, and are neither converted nor checked
+    Delete,
 }
 
 struct Attr {
@@ -44,7 +55,7 @@ struct Attr {
 }
 
 /// A quoted identifier, as `quote_ident` gives it.
-fn quoted(name: &str) -> String {
+pub fn quoted(name: &str) -> String {
     let Ok(c) = std::ffi::CString::new(name) else { error::internal("a catalog name holds a NUL byte") };
     // SAFETY: quote_identifier returns its input or a palloc'd copy, both NUL-terminated.
     unsafe { owned(pg_sys::quote_identifier(c.as_ptr())) }.unwrap_or_default()
@@ -80,6 +91,20 @@ pub fn table_parts(relid: pg_sys::Oid) -> Option<(String, String)> {
 
 /// The schema the extension is installed in, read through a catalog snapshot.
 fn extension_schema() -> pg_sys::Oid {
+    extension_row().0
+}
+
+/// The role that created the extension (a superuser, as the extension is not trusted): it makes
+/// the tombstone tables, in the extension's schema `safe_upsert_data`.
+pub fn extension_owner() -> pg_sys::Oid {
+    match extension_row() {
+        (nsp, owner) if nsp != pg_sys::InvalidOid => owner,
+        _ => error::extension_object_missing("extension pg_safeupsert"),
+    }
+}
+
+/// (schema, owner) of the extension, InvalidOid for both when it is not created.
+fn extension_row() -> (pg_sys::Oid, pg_sys::Oid) {
     // SAFETY: a catalog scan of pg_extension by name, as get_extension_oid does; the tuple is
     // read before the scan ends.
     unsafe {
@@ -95,9 +120,10 @@ fn extension_schema() -> pg_sys::Oid {
         let scan = pg_sys::systable_beginscan(rel, pg_sys::Oid::from(pg_sys::ExtensionNameIndexId), true, std::ptr::null_mut(), 1, &mut key);
         let tuple = pg_sys::systable_getnext(scan);
         let nsp = if tuple.is_null() {
-            pg_sys::InvalidOid
+            (pg_sys::InvalidOid, pg_sys::InvalidOid)
         } else {
-            (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_extension>(tuple)).extnamespace
+            let form = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_extension>(tuple);
+            (form.extnamespace, form.extowner)
         };
         pg_sys::systable_endscan(scan);
         pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
@@ -135,8 +161,10 @@ fn kept_function() -> (String, pg_sys::Oid) {
     (format!("{schema}.safe_upsert_kept"), oid)
 }
 
-/// The OIDs of the labels of the extension's `safe_upsert_outcome`, in the order given.
-pub fn outcome_label_oids<const N: usize>(labels: &[&str; N]) -> [pg_sys::Oid; N] {
+/// The OIDs of the labels of the extension's `safe_upsert_outcome`, in the order given;
+/// InvalidOid for a label the installed version of the type does not have (an older version's
+/// SQL, used by a newer library until `ALTER EXTENSION ... UPDATE`).
+pub fn outcome_label_oids<const N: usize>(labels: &[&str; N], required: usize) -> [pg_sys::Oid; N] {
     let missing = || error::extension_object_missing("type safe_upsert_outcome");
     let nsp = extension_schema();
     if nsp == pg_sys::InvalidOid {
@@ -170,9 +198,9 @@ pub fn outcome_label_oids<const N: usize>(labels: &[&str; N]) -> [pg_sys::Oid; N
                 pg_sys::Datum::from(0),
             )
         };
-        if *oid == pg_sys::InvalidOid {
-            missing();
-        }
+    }
+    if oids.iter().take(required).any(|&o| o == pg_sys::InvalidOid) {
+        missing();
     }
     oids
 }
@@ -208,7 +236,7 @@ fn attributes(relid: pg_sys::Oid) -> Vec<Attr> {
 
 /// Unique indexes that `ON CONFLICT (cols)` can use as arbiters: valid, immediate, without
 /// predicate or expressions. Returns (is primary, key attnums), primary first, then by OID.
-fn arbiter_indexes(relid: pg_sys::Oid) -> Vec<(bool, Vec<i16>)> {
+fn arbiter_indexes(relid: pg_sys::Oid) -> Vec<(bool, pg_sys::Oid, Vec<i16>)> {
     let mut found = Vec::new();
     // SAFETY: as in `attributes`; each pg_index tuple comes from the syscache and is released
     // after its fields are copied.
@@ -234,7 +262,7 @@ fn arbiter_indexes(relid: pg_sys::Oid) -> Vec<(bool, Vec<i16>)> {
         pg_sys::relation_close(rel, pg_sys::NoLock as i32);
     }
     found.sort_by_key(|(primary, index, _)| (!primary, index.to_u32()));
-    found.into_iter().map(|(primary, _, keys)| (primary, keys)).collect()
+    found
 }
 
 /// Reads the syscache row of `oid` in `cache`, whose catalog's fixed part is a `T`; None when
@@ -323,10 +351,29 @@ fn column_kind(typid: pg_sys::Oid) -> ColumnKind {
     }
 }
 
+/// What `describe` finds: the statements' shape, the sent columns, the OID of
+/// `safe_upsert_kept`, and the table's tombstones (registered, or what making them needs).
+pub struct Described {
+    pub shape: Shape,
+    pub metas: Vec<ColumnMeta>,
+    pub kept_oid: pg_sys::Oid,
+    pub tombstones: Option<Registered>,
+    pub tombstone_table: TombstoneTable,
+}
+
+/// The tombstone table a target would get: its key and version columns, in that order, as
+/// (quoted name, type as SQL, COLLATE clause), their names, and the conflict key's index.
+pub struct TombstoneTable {
+    pub columns: Vec<(String, String, Option<String>)>,
+    pub key_cols: Vec<String>,
+    pub version_cols: Vec<String>,
+    pub index: pg_sys::Oid,
+}
+
 /// Checks the request against the table and returns the statement shape and sent columns.
 /// Every failure here is a caller's mistake and raises its documented error. The caller holds
 /// a lock on the table.
-pub fn describe(req: &Request<'_>) -> (Shape, Vec<ColumnMeta>, pg_sys::Oid) {
+pub fn describe(req: &Request<'_>) -> Described {
     let table = table_name(req.relid);
     let attrs = attributes(req.relid);
     let attr = |name: &str| attrs.iter().find(|a| a.name == name);
@@ -334,15 +381,29 @@ pub fn describe(req: &Request<'_>) -> (Shape, Vec<ColumnMeta>, pg_sys::Oid) {
     let mut sent = Vec::with_capacity(req.keys.len());
     for key in &req.keys {
         let a = attr(key).unwrap_or_else(|| error::unknown_column(&table, key));
-        if let Some(how) = a.generated {
+        if let (Some(how), Op::Upsert) = (a.generated, req.op) {
             error::generated_column(&table, &a.name, how);
         }
         sent.push(a);
     }
+
+    let (index, key_attnums) = choose_key(req, &table, &attrs);
+    let mut version_attrs = Vec::with_capacity(req.version_cols.len());
+    for name in req.version_cols {
+        let a = attr(name).unwrap_or_else(|| error::version_column_unknown(&table, name));
+        if key_attnums.contains(&a.attnum) {
+            error::version_column_is_key(&table, name);
+        }
+        version_attrs.push(a);
+    }
+    if req.op == Op::Delete {
+        // a delete sends only what it compares: the key and the version
+        sent.retain(|a| key_attnums.contains(&a.attnum) || version_attrs.iter().any(|v| v.attnum == a.attnum));
+    }
     let position = |attnum: i16| sent.iter().position(|a| a.attnum == attnum);
 
-    let key_attnums = choose_key(req, &table, &attrs);
     let mut key = Vec::with_capacity(key_attnums.len());
+    let mut key_attrs = Vec::with_capacity(key_attnums.len());
     for attnum in &key_attnums {
         let Some(a) = attrs.iter().find(|a| a.attnum == *attnum) else {
             error::internal(&format!("column {attnum} of the key of table {table} not found"))
@@ -352,19 +413,32 @@ pub fn describe(req: &Request<'_>) -> (Shape, Vec<ColumnMeta>, pg_sys::Oid) {
             error::key_column_without_equality(&table, &a.name, &type_display(a.typid, a.typmod))
         });
         key.push(KeyCol { index, eq: qualified_operator(eq) });
+        key_attrs.push(a);
     }
 
-    let mut versions = Vec::with_capacity(req.version_cols.len());
-    for name in req.version_cols {
-        let a = attr(name).unwrap_or_else(|| error::version_column_unknown(&table, name));
-        if key_attnums.contains(&a.attnum) {
-            error::version_column_is_key(&table, name);
-        }
-        let index = position(a.attnum).unwrap_or_else(|| error::version_missing(&table, name));
+    let mut versions = Vec::with_capacity(version_attrs.len());
+    for a in &version_attrs {
+        let index = position(a.attnum).unwrap_or_else(|| error::version_missing(&table, &a.name));
         let (lt, eq) = ordering_operators(a.typid)
-            .unwrap_or_else(|| error::version_column_unordered(&table, name, &type_display(a.typid, a.typmod)));
+            .unwrap_or_else(|| error::version_column_unordered(&table, &a.name, &type_display(a.typid, a.typmod)));
         versions.push(VersionCol { index, lt: qualified_operator(lt), eq: qualified_operator(eq) });
     }
+
+    let tombstone_table = TombstoneTable {
+        columns: key_attrs
+            .iter()
+            .chain(version_attrs.iter())
+            .map(|a| (quoted(&a.name), type_sql(a.typid, a.typmod), collate_clause(a.collation)))
+            .collect(),
+        key_cols: key_attrs.iter().map(|a| a.name.clone()).collect(),
+        version_cols: version_attrs.iter().map(|a| a.name.clone()).collect(),
+        index,
+    };
+    let tombstones = crate::tombstones::find(req.relid);
+    let tombstones_sql = tombstones.as_ref().map(|t| {
+        check_tombstones(&table, t, &tombstone_table, &key_attrs, &version_attrs);
+        table_name(t.side)
+    });
 
     let (kept, kept_oid) = kept_function();
     let columns = sent
@@ -376,7 +450,7 @@ pub fn describe(req: &Request<'_>) -> (Shape, Vec<ColumnMeta>, pg_sys::Oid) {
             text_cast: (unsafe { pg_sys::get_array_type(a.typid) } == pg_sys::InvalidOid).then(|| type_sql(a.typid, a.typmod)),
         })
         .collect();
-    let shape = Shape { table, columns, key, versions, on_tie: req.on_tie, kept };
+    let shape = Shape { table, columns, key, versions, on_tie: req.on_tie, kept, tombstones: tombstones_sql };
     let metas = sent
         .iter()
         .map(|a| ColumnMeta {
@@ -387,18 +461,51 @@ pub fn describe(req: &Request<'_>) -> (Shape, Vec<ColumnMeta>, pg_sys::Oid) {
             type_name: type_name(a.typid),
         })
         .collect();
-    (shape, metas, kept_oid)
+    Described { shape, metas, kept_oid, tombstones, tombstone_table }
 }
 
-/// The attnums of the conflict key: the primary key, or the unique index whose columns are
-/// exactly `conflict_cols`.
-fn choose_key(req: &Request<'_>, table: &str, attrs: &[Attr]) -> Vec<i16> {
+/// A call on a table with tombstones must use the key and version columns they were kept for,
+/// and those must still be of the tombstones' types and collations.
+fn check_tombstones(table: &str, t: &Registered, wanted: &TombstoneTable, key: &[&Attr], versions: &[&Attr]) {
+    let mut have_key = t.key_cols.clone();
+    let mut want_key = wanted.key_cols.clone();
+    have_key.sort();
+    want_key.sort();
+    if have_key != want_key || t.version_cols != wanted.version_cols {
+        error::tombstones_of_other_columns(table, &t.key_cols, &t.version_cols, &wanted.key_cols, &wanted.version_cols);
+    }
+    let side = attributes(t.side);
+    for a in key.iter().chain(versions) {
+        let same = side
+            .iter()
+            .any(|s| s.name == a.name && s.typid == a.typid && s.typmod == a.typmod && s.collation == a.collation);
+        if !same {
+            error::tombstones_compare_otherwise(table, &a.name);
+        }
+    }
+}
+
+/// The owner of a relation, from the syscache; None if it is gone.
+pub fn relation_owner(relid: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    // SAFETY: RELOID rows are pg_class's.
+    unsafe { syscache_row(pg_sys::SysCacheIdentifier::RELOID, relid, |c: &pg_sys::FormData_pg_class| c.relowner) }
+}
+
+/// A role's name, quoted.
+pub fn role_name(role: pg_sys::Oid) -> String {
+    // SAFETY: raises if the role is gone, which cannot be for an object's owner.
+    quoted(&unsafe { owned(pg_sys::GetUserNameFromId(role, false)) }.unwrap_or_default())
+}
+
+/// The conflict key: its unique index and attnums, of the primary key or of the unique index
+/// whose columns are exactly `conflict_cols`.
+fn choose_key(req: &Request<'_>, table: &str, attrs: &[Attr]) -> (pg_sys::Oid, Vec<i16>) {
     let indexes = arbiter_indexes(req.relid);
     match req.conflict_cols {
         None => indexes
             .into_iter()
-            .find(|(primary, _)| *primary)
-            .map(|(_, cols)| cols)
+            .find(|(primary, _, _)| *primary)
+            .map(|(_, index, cols)| (index, cols))
             .unwrap_or_else(|| error::no_primary_key(table)),
         Some(names) => {
             let mut wanted: Vec<i16> = names
@@ -415,11 +522,12 @@ fn choose_key(req: &Request<'_>, table: &str, attrs: &[Attr]) -> Vec<i16> {
             wanted.dedup();
             indexes
                 .into_iter()
-                .map(|(_, mut cols)| {
+                .find(|(_, _, cols)| {
+                    let mut cols = cols.clone();
                     cols.sort_unstable();
-                    cols
+                    cols == wanted
                 })
-                .find(|cols| *cols == wanted)
+                .map(|(_, index, cols)| (index, cols))
                 .unwrap_or_else(|| error::no_unique_index(table, &names.join(", ")))
         }
     }

@@ -3,6 +3,7 @@
 
 mod batch;
 pub mod catalog;
+mod delete;
 mod input;
 mod json_text;
 mod jsonb_read;
@@ -21,6 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{self, fields};
 pub use outcome::register_invalidation_callback as register_outcome_invalidation;
+pub use single::cell;
 use statement::OnTie;
 
 
@@ -170,6 +172,7 @@ impl Args {
             version_cols: &self.version_cols,
             conflict_cols: self.conflict_cols.as_deref(),
             on_tie,
+            op: catalog::Op::Upsert,
         }
     }
 }
@@ -191,7 +194,7 @@ fn name_arg(value: Option<&CStr>, arg: &str) -> String {
 }
 
 /// The elements of a `name[]` argument; a NULL element is an error.
-fn name_array(datum: pg_sys::Datum, arg: &str) -> Vec<String> {
+pub(crate) fn name_array(datum: pg_sys::Datum, arg: &str) -> Vec<String> {
     // SAFETY: the SQL signature makes this datum a name[]; deconstruct_array copies nothing and
     // points into the detoasted array, which lives until the end of the call.
     unsafe {

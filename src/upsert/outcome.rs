@@ -18,14 +18,21 @@ pub enum Outcome {
     Tie,
     /// neither written nor refused by the versions: a BEFORE trigger returned NULL
     SkippedByTrigger,
+    /// safe_delete: the stored row, older or of the same version, was removed
+    Deleted,
+    /// safe_delete: no stored row; the tombstone is recorded all the same
+    Absent,
 }
 
 /// The enum's labels, in order; a label is never removed or moved, new ones go at the end.
-const LABELS: [&str; 6] = ["inserted", "updated", "stale", "duplicate", "tie", "skipped_by_trigger"];
+/// The first labels, which every released version of the SQL has.
+const LABELS_OF_0_1_0: usize = 6;
+const LABELS: [&str; 8] = ["inserted", "updated", "stale", "duplicate", "tie", "skipped_by_trigger", "deleted", "absent"];
 
 extension_sql!(
     r#"
-CREATE TYPE safe_upsert_outcome AS ENUM ('inserted', 'updated', 'stale', 'duplicate', 'tie', 'skipped_by_trigger');
+CREATE TYPE safe_upsert_outcome AS ENUM ('inserted', 'updated', 'stale', 'duplicate', 'tie', 'skipped_by_trigger',
+                                         'deleted', 'absent');
 COMMENT ON TYPE safe_upsert_outcome IS 'What safe_upsert did with a row.';
 "#,
     name = "safe_upsert_outcome",
@@ -52,11 +59,16 @@ impl Outcome {
     /// The enum value as SQL sees it: the OID of its label.
     pub fn to_oid(self) -> pg_sys::Oid {
         let oids = LABEL_OIDS.with(|c| c.get()).unwrap_or_else(|| {
-            let oids = catalog::outcome_label_oids(&LABELS);
+            let oids = catalog::outcome_label_oids(&LABELS, LABELS_OF_0_1_0);
             LABEL_OIDS.with(|c| c.set(Some(oids)));
             oids
         });
-        oids[self as usize]
+        let oid = oids[self as usize];
+        if oid == pg_sys::InvalidOid {
+            // a label that the installed SQL (an older version's) does not have yet
+            crate::error::extension_object_missing(&format!("label \"{}\" of type safe_upsert_outcome", LABELS[self as usize]));
+        }
+        oid
     }
 }
 

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use pgrx::pg_sys;
 use serde_json::{Map, Value};
 
-use super::catalog::{self, ColumnMeta, Request};
+use super::catalog::{self, ColumnMeta, Op, Request, TombstoneTable};
 use super::statement::Shape;
 use crate::{error, gucs};
 
@@ -45,8 +45,39 @@ pub struct Element {
     pub align: std::ffi::c_char,
 }
 
+/// The statements on the tombstones of a table that has them (see `statement/tombstone.rs`),
+/// run as the tombstone table's owner.
+pub struct TombPlan {
+    pub side: pg_sys::Oid,
+    pub owner: pg_sys::Oid,
+    /// upserts: the claim on the key; deletes: the tombstone
+    pub claim: pg_sys::SPIPlanPtr,
+    pub unclaim: pg_sys::SPIPlanPtr,
+    /// deletes: (the stored row's delete, its classification), run as the caller
+    pub delete: Option<(pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr)>,
+    /// batches: (claim, unclaim), prepared on the first batch call
+    pub batch: OnceCell<(pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr)>,
+}
+
+impl TombPlan {
+    fn plans(&self) -> Vec<pg_sys::SPIPlanPtr> {
+        let mut plans = vec![self.claim, self.unclaim];
+        if let Some((a, b)) = self.delete {
+            plans.extend([a, b]);
+        }
+        if let Some(&(a, b)) = self.batch.get() {
+            plans.extend([a, b]);
+        }
+        plans
+    }
+}
+
 pub struct Plan {
     pub relid: pg_sys::Oid,
+    /// the tombstones' statements, for a table that has tombstones
+    pub tomb: Option<TombPlan>,
+    /// what a first delete needs to make the tombstone table
+    pub tombstone_table: TombstoneTable,
     pub shape: Shape,
     /// in parameter order
     pub columns: Vec<InputColumn>,
@@ -72,6 +103,9 @@ impl Drop for Plan {
             }
             if let Some(&classify) = self.classify.get() {
                 pg_sys::SPI_freeplan(classify);
+            }
+            for plan in self.tomb.as_ref().map(TombPlan::plans).unwrap_or_default() {
+                pg_sys::SPI_freeplan(plan);
             }
             if let Some(b) = self.batch.get() {
                 pg_sys::SPI_freeplan(b.upsert);
@@ -114,7 +148,7 @@ fn prepare_with(sql: &str, argtypes: &mut [pg_sys::Oid], options: i32) -> pg_sys
 
 impl Plan {
     fn build(req: &Request<'_>) -> Plan {
-        let (shape, metas, kept) = catalog::describe(req);
+        let catalog::Described { shape, metas, kept_oid: kept, tombstones, tombstone_table } = catalog::describe(req);
         // SAFETY: computing a hash, no lookup.
         let hash = unsafe { pg_sys::GetSysCacheHashValue(pg_sys::SysCacheIdentifier::PROCOID as i32, kept.into(), 0.into(), 0.into(), 0.into()) };
         KEPT_FUNCTION_HASH.with(|h| h.set(Some(hash)));
@@ -125,13 +159,42 @@ impl Plan {
         let partitioned = unsafe { pg_sys::get_rel_relkind(req.relid) } as u8 == b'p';
         // What is kept so far is freed if a later step raises an error.
         let mut building = Building::default();
-        let write = if partitioned { shape.insert_sql() } else { shape.upsert_sql() };
+        let write = match (req.op, partitioned) {
+            // a delete's plan has no write of its own; its statements are the tombstone's
+            (Op::Delete, _) => "SELECT".to_string(),
+            (Op::Upsert, true) => shape.insert_sql(),
+            (Op::Upsert, false) => shape.upsert_sql(),
+        };
         let upsert = building.keep(prepare(&write, &mut argtypes));
         #[cfg(any(test, feature = "pg_test"))]
         if let Some(hook) = BUILD_HOOK.with(|h| h.get()) {
             hook(req.relid);
         }
-        let update = partitioned.then(|| building.keep(prepare(&shape.update_sql(), &mut argtypes)));
+        let update = (partitioned && req.op == Op::Upsert).then(|| building.keep(prepare(&shape.update_sql(), &mut argtypes)));
+        let tomb = tombstones.map(|t| {
+            let (claim, delete) = match req.op {
+                Op::Upsert => (shape.claim_sql(), None),
+                Op::Delete => (
+                    shape.tombstone_sql(),
+                    Some((
+                        building.keep(prepare(&shape.delete_row_sql(), &mut argtypes)),
+                        building.keep(prepare(&shape.delete_classify_sql(), &mut argtypes)),
+                    )),
+                ),
+            };
+            // prepared as the tombstone table's owner, who alone may use it
+            let (claim, unclaim) = crate::tombstones::as_role(t.owner, || {
+                (prepare(&claim, &mut argtypes), prepare(&shape.unclaim_sql(), &mut argtypes))
+            });
+            TombPlan {
+                side: t.side,
+                owner: t.owner,
+                claim: building.keep(claim),
+                unclaim: building.keep(unclaim),
+                delete,
+                batch: OnceCell::new(),
+            }
+        });
         // SAFETY: a child of CacheMemoryContext, deleted with the plan.
         let memory = unsafe {
             pg_sys::AllocSetContextCreateInternal(
@@ -159,6 +222,8 @@ impl Plan {
         building.done();
         Plan {
             relid: req.relid,
+            tomb,
+            tombstone_table,
             columns,
             shape,
             upsert,
@@ -233,6 +298,17 @@ impl Plan {
         *batch.classify.get_or_init(|| prepare_custom(&self.shape.batch_classify_sql(), &mut batch.argtypes.clone()))
     }
 
+    /// The batch statements on the tombstones: (claim, unclaim).
+    pub fn batch_tomb(&self, tomb: &TombPlan, batch: &BatchPlan) -> (pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr) {
+        *tomb.batch.get_or_init(|| {
+            let mut argtypes = batch.argtypes.clone();
+            crate::tombstones::as_role(tomb.owner, || {
+                let claim = prepare_custom(&self.shape.batch_claim_sql(), &mut argtypes);
+                (claim, prepare_custom(&self.shape.batch_unclaim_sql(), &mut argtypes))
+            })
+        })
+    }
+
     /// `schema.table`, for messages.
     pub fn table(&self) -> &str {
         &self.shape.table
@@ -298,7 +374,7 @@ thread_local! {
 pub fn cache_key(req: &Request<'_>) -> String {
     use std::fmt::Write;
     let mut key = String::with_capacity(64);
-    let _ = write!(key, "{} {:?}", req.relid.to_u32(), req.on_tie);
+    let _ = write!(key, "{} {:?} {:?}", req.relid.to_u32(), req.op, req.on_tie);
     let mut names = |part: &str, names: &mut dyn Iterator<Item = &str>| {
         key.push_str(part);
         for name in names {
@@ -392,7 +468,7 @@ pub(crate) fn mark_stale(relid: pg_sys::Oid) {
     let marked = CACHE.with(|c| match c.try_borrow() {
         Ok(c) => {
             for (plan, _) in c.plans.values() {
-                if relid == pg_sys::InvalidOid || plan.relid == relid {
+                if relid == pg_sys::InvalidOid || plan.relid == relid || plan.tomb.as_ref().is_some_and(|t| t.side == relid) {
                     plan.stale.set(true);
                 }
             }
@@ -440,4 +516,17 @@ pub fn register_invalidation_callbacks() {
             pg_sys::Datum::from(0),
         );
     }
+}
+
+/// Tests only: whether this backend has a fresh upsert plan of `relid`, and whether it claims
+/// keys on tombstones.
+#[cfg(any(test, feature = "pg_test"))]
+pub fn cached(relid: pg_sys::Oid) -> Option<bool> {
+    CACHE.with(|c| {
+        c.borrow()
+            .plans
+            .values()
+            .find(|(p, _)| p.relid == relid && !p.stale.get() && p.tombstone_table.index != pg_sys::InvalidOid && p.update.is_none())
+            .map(|(p, _)| p.tomb.is_some())
+    })
 }

@@ -10,6 +10,7 @@ use super::tracking::{self, CallState};
 use super::outcome::Outcome;
 use super::{as_object, input, kept, open_table, Args};
 use crate::error;
+use crate::tombstones::as_role;
 
 /// The outcome, as the OID of its SQL enum label.
 pub fn call(args: Args, row: Value) -> pg_sys::Oid {
@@ -29,22 +30,43 @@ pub fn call(args: Args, row: Value) -> pg_sys::Oid {
     })
 }
 
-/// Runs the plan for one row. Returns the outcome and, when the stored row was kept, its
-/// version as JSON text.
+/// Runs the plan for one row. Returns the outcome and, when the stored row (or the key's
+/// tombstone) was kept, its version as JSON text.
 pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outcome, Option<String>) {
     let (mut values, nulls) = input::convert(plan, row, &[]);
-    let run = |stmt: pg_sys::SPIPlanPtr, values: &mut Vec<pg_sys::Datum>| unsafe {
-        // SAFETY: inside an SPI connection; values and nulls have one entry per parameter.
+    let Some(tomb) = &plan.tomb else { return write_row(plan, on_tie, row, &mut values, &nulls) };
+    // The key's claim comes first, as a delete's tombstone does: whichever gets there first,
+    // the other waits for its transaction.
+    as_role(tomb.owner, || run(tomb.claim, &mut values, &nulls));
+    // SAFETY: the claim returns one row of (bool, bool, text).
+    let (claimed, older, version) = unsafe { (cell::<bool>(0, 1), cell::<bool>(0, 2), cell::<String>(0, 3)) };
+    if claimed != Some(true) && older != Some(true) {
+        // deleted at this version or later: a delete wins equal versions
+        return (Outcome::Stale, version);
+    }
+    let written = write_row(plan, on_tie, row, &mut values, &nulls);
+    as_role(tomb.owner, || run(tomb.unclaim, &mut values, &nulls));
+    written
+}
+
+/// Runs a prepared statement with the row's values; returns the rows it processed.
+pub fn run(stmt: pg_sys::SPIPlanPtr, values: &mut [pg_sys::Datum], nulls: &[std::ffi::c_char]) -> u64 {
+    // SAFETY: inside an SPI connection; values and nulls have one entry per parameter.
+    unsafe {
         let rc = pg_sys::SPI_execute_plan(stmt, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
         if rc < 0 {
             error::spi_failed("SPI_execute_plan", rc);
         }
         pg_sys::SPI_processed
-    };
+    }
+}
+
+/// The write of one row, once any claim on its key is held.
+fn write_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>, values: &mut [pg_sys::Datum], nulls: &[std::ffi::c_char]) -> (Outcome, Option<String>) {
     // A partitioned table's row can be deleted between the insert that found it and the update:
     // then the insert is tried again.
     for _ in 0..3 {
-        let (written, notes) = kept::collect(|| run(plan.upsert, &mut values));
+        let (written, notes) = kept::collect(|| run(plan.upsert, values, nulls));
         if written == 1 {
             // SAFETY: the write returned one row, whose first column is a bool.
             let inserted = unsafe { cell::<bool>(0, 1) } == Some(true);
@@ -60,11 +82,11 @@ pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outc
             return (Outcome::SkippedByTrigger, None);
         }
         if let Some(update) = plan.update {
-            if run(update, &mut values) == 1 {
+            if run(update, values, nulls) == 1 {
                 return (Outcome::Updated, None);
             }
         }
-        if run(plan.classify(), &mut values) == 1 {
+        if run(plan.classify(), values, nulls) == 1 {
             // SAFETY: classify returned one row of (bool, bool, text, bool).
             let (same_version, same_values, stored, replaces) =
                 unsafe { (cell::<bool>(0, 1), cell::<bool>(0, 2), cell::<String>(0, 3), cell::<bool>(0, 4)) };

@@ -5,6 +5,8 @@
 //! operator arrives schema-qualified as `OPERATOR(schema.op)`, and every function we call is
 //! written `pg_catalog.f`, so the generated SQL means the same under any `search_path`.
 
+pub mod tombstone;
+
 /// What to do when the stored and incoming versions are equal but the values differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OnTie {
@@ -68,6 +70,8 @@ pub struct Shape {
     pub on_tie: OnTie,
     /// the extension's `safe_upsert_kept` function, schema-qualified and quoted
     pub kept: String,
+    /// the table's tombstone table, schema-qualified and quoted, once it has one
+    pub tombstones: Option<String>,
 }
 
 /// Column names the batch statements add to the sent columns; the prefix keeps them apart from
@@ -337,7 +341,7 @@ impl Shape {
 mod tests {
     use super::*;
 
-    fn shape(on_tie: OnTie, versions: &[usize]) -> Shape {
+    pub(super) fn shape(on_tie: OnTie, versions: &[usize]) -> Shape {
         Shape {
             table: r#""public"."t""#.into(),
             columns: [r#""date""#, r#""id""#, r#""seq""#, r#""value""#]
@@ -355,6 +359,7 @@ mod tests {
                 .collect(),
             on_tie,
             kept: r#""ext"."safe_upsert_kept""#.into(),
+            tombstones: None,
         }
     }
 

@@ -23,15 +23,17 @@ pub struct CallState {
     pub plan: RefCell<Option<Rc<Plan>>>,
 }
 
-fn counter(outcome: Outcome) -> Counter {
-    match outcome {
+/// The upsert counter of an outcome; None for the outcomes only deletes have.
+fn counter(outcome: Outcome) -> Option<Counter> {
+    Some(match outcome {
         Outcome::Inserted => Counter::Inserted,
         Outcome::Updated => Counter::Updated,
         Outcome::Stale => Counter::Stale,
         Outcome::Duplicate => Counter::Duplicate,
         Outcome::Tie => Counter::Tie,
         Outcome::SkippedByTrigger => Counter::SkippedByTrigger,
-    }
+        Outcome::Deleted | Outcome::Absent => return None,
+    })
 }
 
 /// Runs a call, noting its failure (if tracking is on) before re-raising the error. The note is
@@ -57,7 +59,7 @@ pub fn record(plan: &Plan, outcome: Outcome, row: &Map<String, Value>, stored_ve
     if !stats::tracking() {
         return;
     }
-    let kind = counter(outcome);
+    let Some(kind) = counter(outcome) else { return };
     stats::outcome(plan.relid, kind);
     if matches!(kind, Counter::Stale | Counter::Tie) && stats::logging() {
         stats::conflict(describe(plan, row, kind, stored_version));

@@ -231,3 +231,24 @@ DROP TABLE t, t_before, events, accounts, typed, docs, gen, nokey CASCADE;
 DROP SEQUENCE t_seq;
 DROP TYPE mood;
 DROP DOMAIN percent;
+
+--
+-- Versioned deletes: the newest event wins, write or delete.
+--
+CREATE TABLE d (id int PRIMARY KEY, ver int NOT NULL, v text);
+SELECT safe_upsert('d', '{"id": 1, "ver": 5, "v": "a"}', 'ver');   -- inserted
+SELECT safe_delete('d', '{"id": 1, "ver": 3}', 'ver');             -- stale: the row is newer
+SELECT safe_delete('d', '{"id": 1, "ver": 7}', 'ver');             -- deleted
+SELECT safe_upsert('d', '{"id": 1, "ver": 6, "v": "late"}', 'ver'); -- stale: deleted at 7
+SELECT safe_delete('d', '{"id": 1, "ver": 7}', 'ver');             -- duplicate: replayed delete
+SELECT safe_delete('d', '{"id": 2, "ver": 4}', 'ver');             -- absent: tombstone recorded
+SELECT relname, key, version FROM safe_upsert_tombstones ORDER BY key::text;
+SELECT safe_upsert('d', '{"id": 1, "ver": 8, "v": "back"}', 'ver'); -- inserted: newer than the delete
+SELECT * FROM d;
+SELECT relname, key, version FROM safe_upsert_tombstones ORDER BY key::text;
+-- the tombstones' columns are fixed while they exist
+ALTER TABLE d ALTER COLUMN ver TYPE bigint;
+\echo :LAST_ERROR_SQLSTATE
+SELECT safe_upsert_purge_tombstones('d');
+ALTER TABLE d ALTER COLUMN ver TYPE bigint;
+DROP TABLE d;
