@@ -280,7 +280,7 @@ def test_databases_without_the_extension_are_no_error(exporter, scraped):
     assert "level=error" not in log.read_text()
 
 
-def test_launchers_unknown_without_pg_monitor():
+def test_launchers_unknown_without_pg_monitor(written):
     # without pg_monitor the launcher is hidden: the figure is NULL (the exporter's NaN), never 0,
     # so that the notifier alert cannot fire on a missing grant
     query = yaml.safe_load((MONITORING / "queries.yaml").read_text())["pg_safeupsert"]["query"]
