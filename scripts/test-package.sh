@@ -4,8 +4,9 @@
 #      its checksum, installs the tarball with its own install.sh into a clean copy of that
 #      PostgreSQL tree (not the one the build used), starts a server of the copy with the
 #      extension preloaded, runs the README's examples (pgrx-tests/regress readme_examples),
-#      and creates the previous release from the package's frozen script and updates it. For 15,
-#      the .deb must hold the same files as the tarball.
+#      and creates the previous release from the package's frozen script and updates it; the
+#      tarball holds the monitoring files of monitoring/. For 15, the .deb must hold the same
+#      files as the tarball.
 #   2. A new library over an old one: the previous release's package, built from its commit
 #      (its tag, or the commit that sql/releases records, for clones without tags), is installed into a clean PostgreSQL 15 tree; a database is written with it; the server
 #      stops (saving its statistics), this build's package is installed over it, and the server
@@ -53,7 +54,7 @@ clean_tree() {
 # Starts a cluster NAME of the tree of pg_config $2 and exports PGHOST/PGPORT/PGUSER for it.
 start_cluster() {
   local name=$1 config=$2 port
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   clusters+=("$name=$config")
   PG_CONFIG=$config scripts/cluster.sh start "$name" "$port" >/dev/null
   eval "$(PG_CONFIG=$config scripts/cluster.sh env "$name")"
@@ -73,6 +74,7 @@ for major in $majors; do
   tree_config=$(clean_tree "$(config_of "$major")" "$work/tree$major" $(tree_extra "$major"))
   tar -C "$work" -xzf "$work"/out/pg_safeupsert-*-pg"$major"-*.tar.gz
   pkg=$(echo "$work"/pg_safeupsert-*-pg"$major"-*)
+  diff -r monitoring "$pkg/monitoring" || fail "PostgreSQL $major: the tarball's monitoring/ differs from monitoring/"
   # every C symbol that any shipped script (frozen ones included) names is in the library
   for sym in $(sed -nE "s/.*'MODULE_PATHNAME', *'([A-Za-z0-9_]+)'.*/\1/p" "$pkg"/extension/*.sql | sort -u); do
     nm -D --defined-only "$pkg/lib/pg_safeupsert.so" | grep -qw "$sym" || fail "PostgreSQL $major: the library lacks $sym"
@@ -97,8 +99,12 @@ done
 
 if [ -n "$(ls "$work"/out/*.deb 2>/dev/null)" ]; then
   dpkg-deb -x "$work"/out/*.deb "$work/deb"
-  for f in "$work"/pg_safeupsert-*-pg15-*/extension/* "$work"/pg_safeupsert-*-pg15-*/lib/*; do
-    case $f in */lib/*) dir=$("$PG_CONFIG" --pkglibdir) ;; *) dir=$("$PG_CONFIG" --sharedir)/extension ;; esac
+  for f in "$work"/pg_safeupsert-*-pg15-*/{extension,lib,monitoring}/*; do
+    case $f in
+      */lib/*) dir=$("$PG_CONFIG" --pkglibdir) ;;
+      */monitoring/*) dir=/usr/share/doc/postgresql-15-pg-safeupsert/monitoring ;;
+      *) dir=$("$PG_CONFIG" --sharedir)/extension ;;
+    esac
     cmp -s "$f" "$work/deb$dir/$(basename "$f")" || fail "the .deb lacks or differs in $(basename "$f")"
   done
   echo "test-package: the .deb holds the tarball's files"

@@ -7,6 +7,11 @@
 #   regress       pg_regress (scripts/test-regress.sh)
 #   isolation     pg_isolation_regress (scripts/test-isolation.sh)
 #   clients       pytest with psycopg (scripts/test-clients.sh)
+#   upgrade       released versions updated, old SQL on this library, dump and restore
+#                 (scripts/test-upgrade.sh)
+#   monitoring    prometheus-postgres-exporter scraped, promtool on the alerting rules, on a
+#                 cluster of its own (scripts/test-monitoring.sh)
+#   package       the packages built and installed into clean trees (scripts/test-package.sh)
 # The pgrx tiers come before the install because they leave a pg_test build installed.
 # Ends with the line "N passed, N failed" (tiers); exits non-zero if any tier failed.
 set -euo pipefail
@@ -32,7 +37,7 @@ tier unit scripts/test-unit.sh
 tier pgrx-pg15 scripts/test-pgrx.sh pg15
 tier pgrx-pg18 scripts/test-pgrx.sh pg18
 
-server_tiers=(regress isolation clients upgrade package)
+server_tiers=(regress isolation clients upgrade monitoring package)
 trap 'scripts/cluster.sh stop "$TEST_CLUSTER" >/dev/null 2>&1 || true' EXIT
 if ! scripts/install.sh; then
   not_run "install failed" "${server_tiers[@]}"
@@ -43,6 +48,7 @@ else
   tier isolation scripts/test-isolation.sh
   tier clients scripts/test-clients.sh
   tier upgrade scripts/test-upgrade.sh
+  tier monitoring scripts/test-monitoring.sh
   tier package scripts/test-package.sh
   scripts/cluster.sh stop "$TEST_CLUSTER"
 fi
