@@ -160,6 +160,9 @@ def test_the_library_serves_the_old_sql_before_and_after_the_update(new_database
     calls_work(old, 20)
     old.execute("ALTER EXTENSION pg_safeupsert UPDATE")
     calls_work(old, 30)
+    # the updated database has what the release added: versioned deletes
+    assert old.execute("SELECT safe_delete('items', '{\"id\": 30, \"ver\": 1}', 'ver')::text").fetchone()[0] == "deleted"
+    assert old.execute("SELECT safe_upsert('items', '{\"id\": 30, \"ver\": 1}', 'ver')::text").fetchone()[0] == "stale"
 
 
 def dump(dbname, path):
@@ -174,6 +177,9 @@ def restore(path, dbname):
 def test_dump_and_restore_bring_back_data_and_a_working_extension(new_database, tmp_path, extension_first):
     src_name, src = new_database("current")
     write_some(src)
+    # tombstones: a deleted key and one deleted before it was ever written
+    for row, expected in [({"id": 2, "ver": 5}, "deleted"), ({"id": 3, "ver": 1}, "absent")]:
+        assert src.execute("SELECT safe_delete('items', %s, 'ver')::text", (Jsonb(row),)).fetchone()[0] == expected
     archive = tmp_path / "src.dump"
     dump(src_name, archive)
     dst_name, dst = new_database("current" if extension_first else None)
@@ -182,8 +188,17 @@ def test_dump_and_restore_bring_back_data_and_a_working_extension(new_database, 
     assert members(dst) == members(src)
     assert dst.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_safeupsert'").fetchone()[0] == 1
     for q in ["SELECT string_agg(outcome::text, ' ' ORDER BY ctid) FROM audit",
-              "SELECT string_agg(format('%s:%s:%s', id, ver, val), ' ' ORDER BY id) FROM items"]:
+              "SELECT string_agg(format('%s:%s:%s', id, ver, val), ' ' ORDER BY id) FROM items",
+              "SELECT string_agg(format('%s %s %s', relname, key, version), ', ' ORDER BY key::text) FROM safe_upsert_tombstones",
+              "SELECT string_agg(format('%s %s %s %s', target, tombstones, key_cols, version_cols), ', ') FROM safe_upsert_data.tombstone_tables"]:
         assert dst.execute(q).fetchone() == src.execute(q).fetchone()
+    assert dst.execute("SELECT count(*) FROM safe_upsert_tombstones").fetchone()[0] == 2
+    # the tombstones still refuse older writes, and still go with their table
+    assert dst.execute("SELECT safe_upsert('items', '{\"id\": 2, \"ver\": 4}', 'ver')::text").fetchone()[0] == "stale"
+    assert dst.execute("SELECT safe_delete('items', '{\"id\": 3, \"ver\": 1}', 'ver')::text").fetchone()[0] == "duplicate"
     # the restored table is a table like any other: its OID changed, its plans are new
     assert dst.execute("SELECT safe_upsert('items', '{\"id\": 1, \"ver\": 1, \"val\": \"old\"}', 'ver')::text").fetchone()[0] == "stale"
     calls_work(dst, 40)
+    dst.execute("DROP TABLE items")
+    assert dst.execute("SELECT count(*) FROM safe_upsert_data.tombstone_tables").fetchone()[0] == 0
+    assert dst.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'safe_upsert_data'").fetchone()[0] == 1
