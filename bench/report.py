@@ -156,6 +156,22 @@ def build(results):
         t.add("3 notifications", f"trigger: commit-to-listener p99 at {lt['conflicts_per_s']:,.0f} conflicts/s",
               fmt(lt["p99_ms"], "ms"), "worker p99", ratio(lt["p99_ms"], lw["p99_ms"]))
 
+    if "delete" in s:
+        d = s["delete"]
+        m, tps = d["median"], d["tps"]
+        R = per_round(tps)
+        u = "tps"
+        t.add("5 deletes", "safe_delete", fmt(m["safe_delete"], u), "hand-written DELETE + tombstone upsert",
+              R("safe_delete", "handwritten"), "≥ 0.8", R("safe_delete", "handwritten") >= 0.8,
+              runs_text(tps["safe_delete"]))
+        t.add("5 deletes", "hand-written DELETE + tombstone upsert, one statement", fmt(m["handwritten"], u), "itself",
+              1.0, runs=runs_text(tps["handwritten"]))
+        t.add("5 deletes", "safe_upsert on a table with tombstones", fmt(m["upsert_tombstoned"], u),
+              "safe_upsert, same table without", R("upsert_tombstoned", "upsert_plain"), "≥ 0.9",
+              R("upsert_tombstoned", "upsert_plain") >= 0.9, runs_text(tps["upsert_tombstoned"]))
+        t.add("5 deletes", "safe_upsert on a table without tombstones", fmt(m["upsert_plain"], u), "itself", 1.0,
+              runs=runs_text(tps["upsert_plain"]))
+
     if "memory" in s:
         d = s["memory"]
         samples = [x for x in d["samples"] if x["calls"] > 0]
@@ -329,6 +345,12 @@ def details(results):
             out.append("```\n" + (o.get("output") or o.get("error", "")) + "\n```\n")
         for name, text in d["scripts"].items():
             out.append(f"<details><summary>{name}</summary>\n\n```\n{text}```\n</details>\n")
+    if "delete" in s:
+        d = s["delete"]
+        out.append(f"**5 deletes.** pgbench -M prepared, {d['clients']} clients, {d['seconds']} s x {d['rounds']} rounds, "
+                   "each contender on a fresh table (suite 1's), contenders alternating; see bench/suite_delete.py.\n")
+        for name, text in d["scripts"].items():
+            out.append(f"<details><summary>{name}: {d['labels'][name]}</summary>\n\n```\n{text}```\n</details>\n")
     if "memory" in s:
         d = s["memory"]
         out.append(f"### 4. Memory\n\nOne backend, {d['calls']:,} safe_upsert calls over {d['tables']} tables with "

@@ -200,4 +200,19 @@ mod tests {
         let plan = crate::upsert::plan_cache::cached(pg_sys::Oid::from(relid.parse::<u32>().unwrap()));
         assert_eq!(plan, Some(true), "after the first delete the plan claims keys");
     }
+
+    #[pg_test]
+    fn a_hundred_thousand_deletes_in_one_transaction_hold_no_lock_per_key() {
+        run("CREATE TABLE del_many (id int PRIMARY KEY, ver int NOT NULL)");
+        run("INSERT INTO del_many SELECT g, 1 FROM generate_series(1, 50000) g");
+        let outcomes = text(
+            "SELECT string_agg(o || ' ' || n, ', ' ORDER BY o) FROM (SELECT o::text, count(*) AS n FROM \
+             (SELECT safe_delete('del_many', jsonb_build_object('id', g, 'ver', 2), 'ver') AS o \
+              FROM generate_series(1, 100000) g) d GROUP BY o) c",
+        );
+        assert_eq!(outcomes, "absent 50000, deleted 50000");
+        let locks = text("SELECT count(*)::text FROM pg_locks WHERE pid = pg_backend_pid()");
+        assert!(locks.parse::<i32>().unwrap() < 50, "{locks} locks held");
+        assert_eq!(text("SELECT count(*)::text FROM safe_upsert_tombstones WHERE relname = 'del_many'"), "100000");
+    }
 }

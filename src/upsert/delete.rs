@@ -4,6 +4,8 @@
 //! older or equal. Each step's snapshot is taken after the previous step waited, so at READ
 //! COMMITTED the delete sees the row as the last writer of the key committed it.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::ffi::CStr;
 
 use pgrx::prelude::*;
@@ -14,7 +16,7 @@ use super::catalog::{self, Op, Request};
 use super::outcome::Outcome;
 use super::plan_cache::{self, Plan};
 use super::single::{cell, run};
-use super::{as_object, input, json_arg, kept, name_arg, open_table, version_names, Args};
+use super::{as_object, check_table, input, json_arg, kept, name_arg, open_table, version_names, Args};
 use crate::error::{self, fields};
 use crate::tombstones::{self, as_role};
 
@@ -66,14 +68,27 @@ COMMENT ON FUNCTION safe_delete(regclass, jsonb, name[], name[]) IS
     requires = ["safe_upsert_outcome", "tombstone_tables"],
 );
 
+thread_local! {
+    /// Tables this backend has seen with tombstones: their deletes skip the registry lookup.
+    static TOMBSTONED: RefCell<HashSet<pg_sys::Oid>> = RefCell::new(HashSet::new());
+}
+
 fn call(args: Args, row: Value) -> pg_sys::Oid {
-    open_table(args.relid);
-    // SAFETY: an ACL check of an existing, locked table for the current user.
+    check_table(args.relid);
+    // SAFETY: an ACL check of an existing table for the current user.
     let may_delete = unsafe { pg_sys::pg_class_aclcheck(args.relid, pg_sys::GetUserId(), pg_sys::ACL_DELETE as pg_sys::AclMode) };
     if may_delete != pg_sys::AclResult::ACLCHECK_OK {
-        // checked before the first delete of a table makes its tombstone table
+        // checked before any lock, and before the first delete of a table makes its tombstones
         error::delete_not_permitted(&catalog::table_name(args.relid));
     }
+    if !TOMBSTONED.with(|t| t.borrow().contains(&args.relid)) && tombstones::find(args.relid).is_none() {
+        // The first delete makes the tombstone table under SHARE ROW EXCLUSIVE: taken before
+        // the usual ROW EXCLUSIVE, so that two first deletes queue instead of deadlocking on
+        // the upgrade.
+        // SAFETY: the relation exists (checked above).
+        unsafe { pg_sys::LockRelationOid(args.relid, pg_sys::ShareRowExclusiveLock as i32) };
+    }
+    open_table(args.relid);
     Spi::connect(|_| {
         let row = as_object(args.relid, &row);
         let req = Request {
@@ -96,6 +111,7 @@ fn call(args: Args, row: Value) -> pg_sys::Oid {
             });
             plan = plan_cache::get(&req);
         }
+        TOMBSTONED.with(|t| t.borrow_mut().insert(args.relid));
         delete_row(&plan, row).to_oid()
     })
 }

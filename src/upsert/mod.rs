@@ -226,6 +226,13 @@ pub(crate) fn name_array(datum: pg_sys::Datum, arg: &str) -> Vec<String> {
 /// Checks that the target is a table we can upsert into and locks it as INSERT would. Taking
 /// the lock first also processes pending invalidations, so the plan cache sees the latest DDL.
 pub fn open_table(relid: pg_sys::Oid) {
+    check_table(relid);
+    // SAFETY: the relation exists; the lock is released at transaction end, as INSERT's is.
+    unsafe { pg_sys::LockRelationOid(relid, pg_sys::RowExclusiveLock as i32) };
+}
+
+/// Raises the documented error unless the target is a table.
+pub fn check_table(relid: pg_sys::Oid) {
     // SAFETY: plain syscache lookup.
     let kind = unsafe { pg_sys::get_rel_relkind(relid) } as u8;
     let what = match kind {
@@ -244,8 +251,6 @@ pub fn open_table(relid: pg_sys::Oid) {
         let name = catalog::table_name(relid);
         error::not_a_table(&name, what);
     }
-    // SAFETY: the relation exists; the lock is released at transaction end, as INSERT's is.
-    unsafe { pg_sys::LockRelationOid(relid, pg_sys::RowExclusiveLock as i32) };
 }
 
 /// The row as a JSON object, or the documented error.
