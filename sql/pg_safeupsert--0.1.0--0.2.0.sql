@@ -118,3 +118,18 @@ CREATE VIEW safe_upsert_tombstones AS
 COMMENT ON VIEW safe_upsert_tombstones IS
   'The tombstones of deleted keys, of the tables you may SELECT from.';
 GRANT SELECT ON safe_upsert_tombstones TO PUBLIC;
+
+-- safe_delete_many
+CREATE FUNCTION safe_delete_many(target regclass, "rows" jsonb, version_col name, conflict_cols name[] DEFAULT NULL)
+RETURNS TABLE(ord int, outcome safe_upsert_outcome)
+LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 1000
+AS 'MODULE_PATHNAME', 'safe_delete_many_one_wrapper';
+COMMENT ON FUNCTION safe_delete_many(regclass, jsonb, name, name[]) IS
+  'safe_delete for every object of a JSON array, set-based; one outcome per row, in input order.';
+
+CREATE FUNCTION safe_delete_many(target regclass, "rows" jsonb, version_cols name[], conflict_cols name[] DEFAULT NULL)
+RETURNS TABLE(ord int, outcome safe_upsert_outcome)
+LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 1000
+AS 'MODULE_PATHNAME', 'safe_delete_many_multi_wrapper';
+COMMENT ON FUNCTION safe_delete_many(regclass, jsonb, name[], name[]) IS
+  'safe_delete_many with several version columns compared in order.';

@@ -215,4 +215,43 @@ mod tests {
         assert!(locks.parse::<i32>().unwrap() < 50, "{locks} locks held");
         assert_eq!(text("SELECT count(*)::text FROM safe_upsert_tombstones WHERE relname = 'del_many'"), "100000");
     }
+
+    fn delete_many(table: &str, rows: &str) -> String {
+        text(&format!("SELECT string_agg(outcome::text, ' ' ORDER BY ord) FROM safe_delete_many('{table}', '{rows}', 'ver')"))
+    }
+
+    #[pg_test]
+    fn a_batch_of_deletes_follows_the_batch_rules_and_names_the_row_at_fault() {
+        run("CREATE TABLE del_many_b (id int PRIMARY KEY, ver int NOT NULL, v text);
+             INSERT INTO del_many_b VALUES (1, 5, 'a'), (2, 5, 'b'), (3, 9, 'c')");
+        assert_eq!(
+            delete_many("del_many_b", r#"[{"id":1,"ver":6},{"id":1,"ver":4},{"id":1,"ver":6},{"id":2,"ver":5},{"id":3,"ver":2},{"id":4,"ver":1},{"id":4,"ver":3}]"#),
+            "deleted stale duplicate deleted stale stale absent"
+        );
+        assert_eq!(contents("del_many_b"), "(3,9,c)");
+        assert_eq!(tombstones("del_many_b"), r#"{"id": 1}=6 {"id": 2}=5 {"id": 4}=3"#);
+        assert_eq!(delete_many("del_many_b", r#"[{"id":1,"ver":6},{"id":1,"ver":2},{"id":4,"ver":9},{"id":2,"ver":5}]"#), "duplicate stale absent duplicate");
+        assert_eq!(tombstones("del_many_b"), r#"{"id": 1}=6 {"id": 2}=5 {"id": 4}=9"#);
+        let msg = assert_rejected("del_many_b", r#"SELECT * FROM safe_delete_many('del_many_b', '[{"id":5,"ver":1},{"id":"x","ver":2}]', 'ver')"#, "22P02", &["row 2", "id"]);
+        assert!(msg.starts_with("row 2: "), "{msg}");
+        assert_eq!(tombstones("del_many_b"), r#"{"id": 1}=6 {"id": 2}=5 {"id": 4}=9"#, "a failed batch records nothing");
+        assert_rejected("del_many_b", "SELECT * FROM safe_delete_many('del_many_b', '{}', 'ver')", "22023", &["del_many_b"]);
+    }
+
+    #[pg_test]
+    fn upsert_and_delete_batches_give_the_same_rows_in_either_order() {
+        let upserts = r#"[{"id":1,"ver":3,"v":"u3"},{"id":2,"ver":1,"v":"u1"},{"id":3,"ver":5,"v":"u5"},{"id":4,"ver":2,"v":"u2"}]"#;
+        let deletes = r#"[{"id":1,"ver":2},{"id":2,"ver":1},{"id":3,"ver":7},{"id":5,"ver":1}]"#;
+        let mut finals = Vec::new();
+        for (name, first_upserts) in [("del_ord_a", true), ("del_ord_b", false)] {
+            run(&format!("CREATE TABLE {name} (id int PRIMARY KEY, ver int NOT NULL, v text)"));
+            let up = format!("SELECT count(*) FROM safe_upsert_many('{name}', '{upserts}', 'ver')");
+            let del = format!("SELECT count(*) FROM safe_delete_many('{name}', '{deletes}', 'ver')");
+            if first_upserts { run(&up); run(&del); } else { run(&del); run(&up); }
+            finals.push((contents(name), tombstones(name)));
+        }
+        assert_eq!(finals[0], finals[1]);
+        assert_eq!(finals[0].0, "(1,3,u3) (4,2,u2)");
+        assert_eq!(finals[0].1, r#"{"id": 2}=1 {"id": 3}=7 {"id": 5}=1"#);
+    }
 }

@@ -59,7 +59,7 @@ pub fn call(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
 
 /// Positions of the rows, grouped by the set of columns they carry, groups in order of first
 /// appearance.
-fn groups(rows: &[&Map<String, Value>]) -> Vec<Vec<usize>> {
+pub(super) fn groups(rows: &[&Map<String, Value>]) -> Vec<Vec<usize>> {
     let mut index: HashMap<Vec<&str>, usize> = HashMap::new();
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (pos, row) in rows.iter().enumerate() {
@@ -76,7 +76,7 @@ fn groups(rows: &[&Map<String, Value>]) -> Vec<Vec<usize>> {
 
 /// Runs `f` for the row at `pos` (0-based), noting the row's position for any error it raises,
 /// so that a failed batch says which row is at fault (`error::fields`).
-fn at_row<R>(pos: usize, f: impl FnOnce() -> R) -> R {
+pub(super) fn at_row<R>(pos: usize, f: impl FnOnce() -> R) -> R {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {
@@ -86,7 +86,7 @@ fn at_row<R>(pos: usize, f: impl FnOnce() -> R) -> R {
     }
 }
 
-fn batch_plan(plan: &Plan) -> &BatchPlan {
+pub(super) fn batch_plan(plan: &Plan) -> &BatchPlan {
     plan.batch.get_or_init(|| {
         let mut elements = Vec::with_capacity(plan.columns.len());
         let mut argtypes = vec![pg_sys::INT4ARRAYOID];
@@ -106,19 +106,20 @@ fn batch_plan(plan: &Plan) -> &BatchPlan {
             elements.push(Element { typid, len, byval, align });
             argtypes.push(array);
         }
-        let upsert = prepare_custom(&plan.shape.batch_upsert_sql(), &mut argtypes);
+        let is_delete = plan.tomb.as_ref().is_some_and(|t| t.delete.is_some());
+        let upsert = (!is_delete).then(|| prepare_custom(&plan.shape.batch_upsert_sql(), &mut argtypes));
         BatchPlan::new(upsert, argtypes, elements)
     })
 }
 
 /// A group's rows converted once: per sent column, the values and null flags, in the order of
 /// `positions`.
-struct Converted<'a> {
-    positions: &'a [usize],
+pub(super) struct Converted<'a> {
+    pub(super) positions: &'a [usize],
     columns: Vec<(Vec<pg_sys::Datum>, Vec<bool>)>,
 }
 
-fn convert_group<'a>(plan: &Plan, rows: &[&Map<String, Value>], positions: &'a [usize]) -> Converted<'a> {
+pub(super) fn convert_group<'a>(plan: &Plan, rows: &[&Map<String, Value>], positions: &'a [usize]) -> Converted<'a> {
     let n = positions.len();
     let mut columns = vec![(Vec::with_capacity(n), Vec::with_capacity(n)); plan.columns.len()];
     let as_text: Vec<bool> = plan.shape.columns.iter().map(|c| c.text_cast.is_some()).collect();
@@ -134,7 +135,7 @@ fn convert_group<'a>(plan: &Plan, rows: &[&Map<String, Value>], positions: &'a [
 
 /// The batch statements' parameters for the converted rows at `picks` (indexes into
 /// `positions`): their 1-based positions, then one array per sent column.
-fn params(batch: &BatchPlan, rows: &Converted<'_>, picks: &[usize]) -> Vec<pg_sys::Datum> {
+pub(super) fn params(batch: &BatchPlan, rows: &Converted<'_>, picks: &[usize]) -> Vec<pg_sys::Datum> {
     let ords: Vec<pg_sys::Datum> = picks.iter().map(|&i| pg_sys::Datum::from(rows.positions[i] as i32 + 1)).collect();
     let int4 = Element { typid: pg_sys::INT4OID, len: 4, byval: true, align: b'i' as std::ffi::c_char };
     let mut params = vec![array(ords, vec![false; picks.len()], &int4)];
@@ -146,7 +147,7 @@ fn params(batch: &BatchPlan, rows: &Converted<'_>, picks: &[usize]) -> Vec<pg_sy
     params
 }
 
-fn array(mut values: Vec<pg_sys::Datum>, mut nulls: Vec<bool>, element: &Element) -> pg_sys::Datum {
+pub(super) fn array(mut values: Vec<pg_sys::Datum>, mut nulls: Vec<bool>, element: &Element) -> pg_sys::Datum {
     let Element { typid, len, byval, align } = *element;
     let mut dims = [values.len() as i32];
     let mut lbs = [1];
@@ -179,7 +180,8 @@ fn upsert_group(
     let mut results = Vec::with_capacity(positions.len());
     let mut picks: Vec<usize> = (0..positions.len()).collect();
     let tomb = plan.tomb.as_ref().map(|tomb| (tomb, plan.batch_tomb(tomb, batch)));
-    if let Some((tomb, (claim, _))) = tomb {
+    if let Some((tomb, statements)) = tomb {
+        let claim = statements.claim;
         // The keys' claims first, as single calls take them; rows whose key was deleted at
         // their version or later are stale, and not written.
         let mut params = params(batch, &converted, &picks);
@@ -208,7 +210,8 @@ fn upsert_group(
     let mut params = params(batch, &converted, &picks);
     let not_null = vec![input::NOT_NULL; params.len()];
     let results = write_group(plan, on_tie, rows, &converted, batch, &mut params, &not_null, results);
-    if let Some((tomb, (_, unclaim))) = tomb {
+    if let Some((tomb, statements)) = tomb {
+        let unclaim = statements.unclaim;
         // SAFETY: inside an SPI connection; the same parameters as the write.
         as_role(tomb.owner, || unsafe {
             let rc = pg_sys::SPI_execute_plan(unclaim, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
@@ -236,7 +239,8 @@ fn write_group(
     let mut skipped = Vec::new();
     // SAFETY: inside an SPI connection; one parameter per batch statement argument.
     let (_, notes) = kept::collect(|| unsafe {
-        let rc = pg_sys::SPI_execute_plan(batch.upsert, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
+        let Some(upsert) = batch.upsert else { error::internal("a delete's plan has no batch write") };
+        let rc = pg_sys::SPI_execute_plan(upsert, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
         if rc < 0 {
             error::spi_failed("SPI_execute_plan", rc);
         }
@@ -289,7 +293,7 @@ fn write_group(
 ///
 /// # Safety
 /// The last SPI statement returned at least `r + 1` rows whose first column is an int.
-unsafe fn position(r: usize, rows: usize) -> usize {
+pub(super) unsafe fn position(r: usize, rows: usize) -> usize {
     // SAFETY: the caller's contract.
     match unsafe { cell::<i32>(r, 1) } {
         Some(p) if p >= 1 && (p as usize) <= rows => p as usize - 1,

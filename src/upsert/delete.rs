@@ -16,7 +16,7 @@ use super::catalog::{self, Op, Request};
 use super::outcome::Outcome;
 use super::plan_cache::{self, Plan};
 use super::single::{cell, run};
-use super::{as_object, check_table, input, json_arg, kept, name_arg, open_table, version_names, Args};
+use super::{as_object, batch, check_table, input, json_arg, kept, name_arg, open_table, version_names, Args};
 use crate::error::{self, fields};
 use crate::tombstones::{self, as_role};
 
@@ -74,6 +74,16 @@ thread_local! {
 }
 
 fn call(args: Args, row: Value) -> pg_sys::Oid {
+    open_for_delete(&args);
+    Spi::connect(|_| {
+        let row = as_object(args.relid, &row);
+        let plan = delete_plan(&args, row.keys().map(String::as_str).collect());
+        delete_row(&plan, row).to_oid()
+    })
+}
+
+/// Checks the target and the caller's right to delete, then locks the table.
+fn open_for_delete(args: &Args) {
     check_table(args.relid);
     // SAFETY: an ACL check of an existing table for the current user.
     let may_delete = unsafe { pg_sys::pg_class_aclcheck(args.relid, pg_sys::GetUserId(), pg_sys::ACL_DELETE as pg_sys::AclMode) };
@@ -89,31 +99,32 @@ fn call(args: Args, row: Value) -> pg_sys::Oid {
         unsafe { pg_sys::LockRelationOid(args.relid, pg_sys::ShareRowExclusiveLock as i32) };
     }
     open_table(args.relid);
-    Spi::connect(|_| {
-        let row = as_object(args.relid, &row);
-        let req = Request {
+}
+
+/// The delete plan for rows with these keys, making the table's tombstones on its first delete.
+fn delete_plan(args: &Args, keys: Vec<&str>) -> std::rc::Rc<Plan> {
+    let req = Request {
+        relid: args.relid,
+        keys,
+        version_cols: &args.version_cols,
+        conflict_cols: args.conflict_cols.as_deref(),
+        on_tie: super::statement::OnTie::Skip,
+        op: Op::Delete,
+    };
+    let mut plan = plan_cache::get(&req);
+    if plan.tomb.is_none() {
+        let t = &plan.tombstone_table;
+        tombstones::create(&tombstones::NewTable {
             relid: args.relid,
-            keys: row.keys().map(String::as_str).collect(),
-            version_cols: &args.version_cols,
-            conflict_cols: args.conflict_cols.as_deref(),
-            on_tie: super::statement::OnTie::Skip,
-            op: Op::Delete,
-        };
-        let mut plan = plan_cache::get(&req);
-        if plan.tomb.is_none() {
-            let t = &plan.tombstone_table;
-            tombstones::create(&tombstones::NewTable {
-                relid: args.relid,
-                columns: t.columns.iter().map(|(n, typ, c)| (n.as_str(), typ.clone(), c.clone())).collect(),
-                key_cols: t.key_cols.clone(),
-                version_cols: t.version_cols.clone(),
-                index: t.index,
-            });
-            plan = plan_cache::get(&req);
-        }
-        TOMBSTONED.with(|t| t.borrow_mut().insert(args.relid));
-        delete_row(&plan, row).to_oid()
-    })
+            columns: t.columns.iter().map(|(n, typ, c)| (n.as_str(), typ.clone(), c.clone())).collect(),
+            key_cols: t.key_cols.clone(),
+            version_cols: t.version_cols.clone(),
+            index: t.index,
+        });
+        plan = plan_cache::get(&req);
+    }
+    TOMBSTONED.with(|t| t.borrow_mut().insert(args.relid));
+    plan
 }
 
 fn delete_row(plan: &Plan, row: &Map<String, Value>) -> Outcome {
@@ -150,4 +161,174 @@ fn delete_row(plan: &Plan, row: &Map<String, Value>) -> Outcome {
         }
     }
     Outcome::Absent
+}
+
+#[pg_extern(sql = false)]
+fn safe_delete_many_one(
+    target: Option<pg_sys::Oid>,
+    rows: Option<Internal>,
+    version_col: Option<&CStr>,
+    conflict_cols: Option<AnyArray>,
+) -> TableIterator<'static, (name!(ord, i32), name!(outcome, pg_sys::Oid))> {
+    let outcomes = fields::keep_fields(target, || {
+        let args = Args::new(target, vec![name_arg(version_col, "version_col")], conflict_cols, Some("skip"));
+        let rows = json_arg(rows, "rows", args.relid);
+        call_many(args, rows)
+    });
+    TableIterator::new(outcomes)
+}
+
+#[pg_extern(sql = false)]
+fn safe_delete_many_multi(
+    target: Option<pg_sys::Oid>,
+    rows: Option<Internal>,
+    version_cols: Option<AnyArray>,
+    conflict_cols: Option<AnyArray>,
+) -> TableIterator<'static, (name!(ord, i32), name!(outcome, pg_sys::Oid))> {
+    let outcomes = fields::keep_fields(target, || {
+        let args = Args::new(target, version_names(version_cols), conflict_cols, Some("skip"));
+        let rows = json_arg(rows, "rows", args.relid);
+        call_many(args, rows)
+    });
+    TableIterator::new(outcomes)
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION safe_delete_many(target regclass, "rows" jsonb, version_col name, conflict_cols name[] DEFAULT NULL)
+RETURNS TABLE(ord int, outcome safe_upsert_outcome)
+LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 1000
+AS 'MODULE_PATHNAME', 'safe_delete_many_one_wrapper';
+COMMENT ON FUNCTION safe_delete_many(regclass, jsonb, name, name[]) IS
+  'safe_delete for every object of a JSON array, set-based; one outcome per row, in input order.';
+
+CREATE FUNCTION safe_delete_many(target regclass, "rows" jsonb, version_cols name[], conflict_cols name[] DEFAULT NULL)
+RETURNS TABLE(ord int, outcome safe_upsert_outcome)
+LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 1000
+AS 'MODULE_PATHNAME', 'safe_delete_many_multi_wrapper';
+COMMENT ON FUNCTION safe_delete_many(regclass, jsonb, name[], name[]) IS
+  'safe_delete_many with several version columns compared in order.';
+"#,
+    name = "safe_delete_many_functions",
+    requires = ["safe_upsert_outcome", "tombstone_tables"],
+);
+
+fn call_many(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
+    open_for_delete(&args);
+    Spi::connect(|_| {
+        let rows: Vec<&Map<String, Value>> = match &rows {
+            Value::Array(rows) => rows.iter().enumerate().map(|(i, r)| batch::at_row(i, || as_object(args.relid, r))).collect(),
+            _ => error::rows_not_array(&catalog::table_name(args.relid)),
+        };
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for positions in batch::groups(&rows) {
+            let keys = rows[positions[0]].keys().map(String::as_str).collect();
+            let plan = batch::at_row(positions[0], || delete_plan(&args, keys));
+            for (pos, outcome) in delete_group(&plan, &rows, &positions) {
+                outcomes.push((pos as i32 + 1, outcome.to_oid()));
+            }
+        }
+        outcomes.sort_unstable_by_key(|(ord, _)| *ord);
+        outcomes
+    })
+}
+
+/// Deletes one group of rows (one set of columns); returns (position, outcome) per row.
+fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) -> Vec<(usize, Outcome)> {
+    let Some(tomb) = &plan.tomb else { error::internal("the table's tombstones were not found after they were made") };
+    let batch = batch::batch_plan(plan);
+    let statements = plan.batch_tomb(tomb, batch);
+    let Some((tomb_classify, delete_rows, classify)) = statements.delete else { error::internal("a delete's plan lacks its statements") };
+    let converted = batch::convert_group(plan, rows, positions);
+    let index_of = |pos: usize| converted.positions.binary_search(&pos).unwrap_or_else(|_| error::internal("a row is not of its group"));
+    let exec = |stmt: pg_sys::SPIPlanPtr, picks: &[usize]| -> usize {
+        let mut params = batch::params(batch, &converted, picks);
+        let not_null = vec![input::NOT_NULL; params.len()];
+        // SAFETY: inside an SPI connection; one parameter per batch statement argument.
+        unsafe {
+            let rc = pg_sys::SPI_execute_plan(stmt, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
+            if rc < 0 {
+                error::spi_failed("SPI_execute_plan", rc);
+            }
+            pg_sys::SPI_processed as usize
+        }
+    };
+    // SAFETY (for the cell reads below): each statement's rows are read right after it ran,
+    // with the columns its builder documents.
+    let ords = |n: usize| -> Vec<usize> { (0..n).map(|r| unsafe { batch::position(r, rows.len()) }).collect() };
+
+    let all: Vec<usize> = (0..positions.len()).collect();
+    let mut results = Vec::with_capacity(positions.len());
+    let (n, notes) = kept::collect(|| as_role(tomb.owner, || exec(statements.claim, &all)));
+    let mut recorded = Vec::new();
+    let mut kept_winners = Vec::new();
+    for (r, pos) in ords(n).into_iter().enumerate() {
+        // SAFETY: rows of (int, bool, bool, bool, bigint).
+        let (winner, fresh, same, seq) = unsafe { (cell::<bool>(r, 2), cell::<bool>(r, 3), cell::<bool>(r, 4), cell::<i64>(r, 5)) };
+        match (winner, fresh) {
+            (Some(true), Some(true)) => recorded.push(pos),
+            (Some(true), _) => kept_winners.push((seq.unwrap_or(0), pos)),
+            _ => results.push((pos, if same == Some(true) { Outcome::Duplicate } else { Outcome::Stale })),
+        }
+    }
+    // Winners whose key has an equal or newer tombstone: the notes say which, in key order.
+    kept_winners.sort_unstable();
+    if notes.len() == kept_winners.len() {
+        for ((_, pos), note) in kept_winners.iter().zip(&notes) {
+            results.push((*pos, Outcome::of_kept(note.same_version, note.same_values, false)));
+        }
+    } else if !kept_winners.is_empty() {
+        let picks: Vec<usize> = kept_winners.iter().map(|&(_, p)| index_of(p)).collect();
+        let n = as_role(tomb.owner, || exec(tomb_classify, &picks));
+        let mut seen = Vec::new();
+        for (r, pos) in ords(n).into_iter().enumerate() {
+            // SAFETY: rows of (int, bool).
+            let same = unsafe { cell::<bool>(r, 2) } == Some(true);
+            results.push((pos, if same { Outcome::Duplicate } else { Outcome::Stale }));
+            seen.push(pos);
+        }
+        results.extend(kept_winners.iter().filter(|(_, p)| !seen.contains(p)).map(|&(_, p)| (p, Outcome::Stale)));
+    }
+    if recorded.is_empty() {
+        return results;
+    }
+    // The stored rows of the recorded tombstones, removed where not newer.
+    recorded.sort_unstable();
+    let picks: Vec<usize> = recorded.iter().map(|&p| index_of(p)).collect();
+    let n = exec(delete_rows, &picks);
+    let deleted = ords(n);
+    results.extend(deleted.iter().map(|&p| (p, Outcome::Deleted)));
+    let rest: Vec<usize> = recorded.iter().copied().filter(|p| !deleted.contains(p)).collect();
+    if rest.is_empty() {
+        return results;
+    }
+    let picks: Vec<usize> = rest.iter().map(|&p| index_of(p)).collect();
+    let n = exec(classify, &picks);
+    let rls = catalog::row_security_applies(plan.relid);
+    let mut living = Vec::new();
+    for (r, pos) in ords(n).into_iter().enumerate() {
+        // SAFETY: rows of (int, text, bool).
+        let removable = unsafe { cell::<bool>(r, 3) } == Some(true);
+        if removable && rls {
+            batch::at_row(pos, || error::delete_hidden_row(plan.table(), &plan.key_json(rows[pos]).to_string()));
+        }
+        results.push((pos, if removable { Outcome::SkippedByTrigger } else { Outcome::Stale }));
+        living.push(pos);
+    }
+    let absent: Vec<usize> = rest.iter().copied().filter(|p| !living.contains(p)).collect();
+    if rls && !absent.is_empty() {
+        let owner = catalog::relation_owner(plan.relid).unwrap_or_else(|| error::table_missing(plan.relid.to_u32()));
+        let picks: Vec<usize> = absent.iter().map(|&p| index_of(p)).collect();
+        if let Some(&pos) = ords(as_role(owner, || exec(classify, &picks))).first() {
+            batch::at_row(pos, || error::delete_hidden_row(plan.table(), &plan.key_json(rows[pos]).to_string()));
+        }
+    }
+    results.extend(absent.iter().map(|&p| (p, Outcome::Absent)));
+    if !living.is_empty() {
+        // the key lives on: its tombstone goes
+        living.sort_unstable();
+        let picks: Vec<usize> = living.iter().map(|&p| index_of(p)).collect();
+        as_role(tomb.owner, || exec(statements.unclaim, &picks));
+    }
+    results
 }

@@ -27,7 +27,8 @@ pub struct InputColumn {
 
 /// The batch statements of a plan, prepared on the first batch call.
 pub struct BatchPlan {
-    pub upsert: pg_sys::SPIPlanPtr,
+    /// the write; None for a delete's plan, whose statements are its tombstones'
+    pub upsert: Option<pg_sys::SPIPlanPtr>,
     /// the fallback reading why stored rows were kept (see `kept.rs`), prepared when first needed
     classify: OnceCell<pg_sys::SPIPlanPtr>,
     /// the statements' parameter types: int4[], then one array type per sent column
@@ -55,8 +56,17 @@ pub struct TombPlan {
     pub unclaim: pg_sys::SPIPlanPtr,
     /// deletes: (the stored row's delete, its classification), run as the caller
     pub delete: Option<(pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr)>,
-    /// batches: (claim, unclaim), prepared on the first batch call
-    pub batch: OnceCell<(pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr)>,
+    /// batches' statements, prepared on the first batch call
+    pub batch: OnceCell<BatchTomb>,
+}
+
+/// A batch's statements on the tombstones (see `statement/tombstone.rs`).
+pub struct BatchTomb {
+    /// upserts: the claims; deletes: the tombstones
+    pub claim: pg_sys::SPIPlanPtr,
+    pub unclaim: pg_sys::SPIPlanPtr,
+    /// deletes: (why tombstones were kept, the stored rows' delete, its classification)
+    pub delete: Option<(pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr)>,
 }
 
 impl TombPlan {
@@ -65,8 +75,11 @@ impl TombPlan {
         if let Some((a, b)) = self.delete {
             plans.extend([a, b]);
         }
-        if let Some(&(a, b)) = self.batch.get() {
-            plans.extend([a, b]);
+        if let Some(b) = self.batch.get() {
+            plans.extend([b.claim, b.unclaim]);
+            if let Some((x, y, z)) = b.delete {
+                plans.extend([x, y, z]);
+            }
         }
         plans
     }
@@ -108,7 +121,9 @@ impl Drop for Plan {
                 pg_sys::SPI_freeplan(plan);
             }
             if let Some(b) = self.batch.get() {
-                pg_sys::SPI_freeplan(b.upsert);
+                if let Some(upsert) = b.upsert {
+                    pg_sys::SPI_freeplan(upsert);
+                }
                 if let Some(&classify) = b.classify.get() {
                     pg_sys::SPI_freeplan(classify);
                 }
@@ -278,7 +293,7 @@ impl Drop for Building {
 }
 
 impl BatchPlan {
-    pub fn new(upsert: pg_sys::SPIPlanPtr, argtypes: Vec<pg_sys::Oid>, elements: Vec<Element>) -> BatchPlan {
+    pub fn new(upsert: Option<pg_sys::SPIPlanPtr>, argtypes: Vec<pg_sys::Oid>, elements: Vec<Element>) -> BatchPlan {
         BatchPlan { upsert, classify: OnceCell::new(), argtypes, elements }
     }
 }
@@ -298,14 +313,24 @@ impl Plan {
         *batch.classify.get_or_init(|| prepare_custom(&self.shape.batch_classify_sql(), &mut batch.argtypes.clone()))
     }
 
-    /// The batch statements on the tombstones: (claim, unclaim).
-    pub fn batch_tomb(&self, tomb: &TombPlan, batch: &BatchPlan) -> (pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr) {
-        *tomb.batch.get_or_init(|| {
+    /// The batch statements on the tombstones.
+    pub fn batch_tomb<'a>(&self, tomb: &'a TombPlan, batch: &BatchPlan) -> &'a BatchTomb {
+        tomb.batch.get_or_init(|| {
             let mut argtypes = batch.argtypes.clone();
-            crate::tombstones::as_role(tomb.owner, || {
-                let claim = prepare_custom(&self.shape.batch_claim_sql(), &mut argtypes);
-                (claim, prepare_custom(&self.shape.batch_unclaim_sql(), &mut argtypes))
-            })
+            let shape = &self.shape;
+            let is_delete = tomb.delete.is_some();
+            let (claim, unclaim, tomb_classify) = crate::tombstones::as_role(tomb.owner, || {
+                let claim = if is_delete { shape.batch_tombstone_sql() } else { shape.batch_claim_sql() };
+                (
+                    prepare_custom(&claim, &mut argtypes),
+                    prepare_custom(&shape.batch_unclaim_sql(), &mut argtypes),
+                    is_delete.then(|| prepare_custom(&shape.batch_tombstone_classify_sql(), &mut argtypes)),
+                )
+            });
+            let delete = tomb_classify.map(|c| {
+                (c, prepare_custom(&shape.batch_delete_rows_sql(), &mut argtypes), prepare_custom(&shape.batch_delete_classify_sql(), &mut argtypes))
+            });
+            BatchTomb { claim, unclaim, delete }
         })
     }
 

@@ -165,6 +165,102 @@ impl Shape {
             key = self.key_eq("tb", "r"),
         )
     }
+
+    /// The tombstones of a batch of deletes, in one statement: one per key, for its highest
+    /// version (of equals, the first row), recorded or raised in key order; a kept one notes
+    /// why, in that order (`kept.rs`). Returns per input row (position, whether it won its key,
+    /// for winners whether the tombstone was recorded, for the others whether their version
+    /// equals the winner's, and the key's place in key order).
+    pub fn batch_tombstone_sql(&self) -> String {
+        let cols = self.key_and_versions();
+        let names: Vec<&str> = cols.iter().map(|&i| self.columns[i].name.as_str()).collect();
+        let partition: Vec<String> = self.key.iter().map(|k| self.col("i", k.index)).collect();
+        let order: Vec<String> = self.versions.iter().map(|v| format!("{} DESC", self.col("i", v.index))).collect();
+        let set: Vec<String> = self
+            .versions
+            .iter()
+            .map(|v| format!("{c} = EXCLUDED.{c}", c = self.columns[v.index].name))
+            .chain(std::iter::once(format!("{DELETED_AT} = EXCLUDED.{DELETED_AT}")))
+            .collect();
+        let returning: Vec<String> = self.key.iter().map(|k| self.col("tb", k.index)).collect();
+        let excluded = |i: usize| self.col("EXCLUDED", i);
+        let incoming = |i: usize| self.col("r", i);
+        format!(
+            "WITH input AS ({input}), \
+             ranked AS (SELECT i.*, pg_catalog.row_number() OVER (PARTITION BY {partition} \
+                        ORDER BY {order}, i.{ORD}) AS {RANK}, \
+                        pg_catalog.dense_rank() OVER (ORDER BY {partition}) AS {SEQ} FROM input i), \
+             recorded AS (INSERT INTO {side} AS tb ({names}, {DELETED_AT}) \
+                          SELECT {names}, pg_catalog.statement_timestamp() FROM ranked \
+                          WHERE {RANK} OPERATOR(pg_catalog.=) 1 ORDER BY {SEQ} \
+                          ON CONFLICT ({key}) DO UPDATE SET {set} \
+                          WHERE {older} OR {kept}({same_version}, true, {version}) RETURNING {returning}) \
+             SELECT r.{ORD}, true, w.{first_key} IS NOT NULL, NULL::pg_catalog.bool, r.{SEQ} \
+             FROM ranked r LEFT JOIN recorded w ON {recorded_key} WHERE r.{RANK} OPERATOR(pg_catalog.=) 1 \
+             UNION ALL \
+             SELECT r.{ORD}, false, NULL::pg_catalog.bool, {loser_same}, r.{SEQ} \
+             FROM ranked r JOIN ranked wr ON wr.{RANK} OPERATOR(pg_catalog.=) 1 AND {winner_key} \
+             WHERE r.{RANK} OPERATOR(pg_catalog.>) 1",
+            input = self.batch_input(),
+            partition = partition.join(", "),
+            order = order.join(", "),
+            side = self.side(),
+            names = names.join(", "),
+            key = self.key_names(),
+            set = set.join(", "),
+            older = self.older("tb", &excluded, 0),
+            kept = self.kept,
+            same_version = self.same_version("tb", &excluded),
+            version = self.version_json("tb"),
+            returning = returning.join(", "),
+            first_key = self.columns[self.key[0].index].name,
+            recorded_key = self.key_eq("w", "r"),
+            loser_same = self.same_version("wr", &incoming),
+            winner_key = self.key_eq("wr", "r"),
+        )
+    }
+
+    /// The stored rows of a batch's recorded tombstones (one row per key), removed where not
+    /// newer. Returns the positions of the rows that removed one.
+    pub fn batch_delete_rows_sql(&self) -> String {
+        let incoming = |i: usize| self.col("r", i);
+        format!(
+            "DELETE FROM {table} AS s USING ({input}) r WHERE {key} AND ({older} OR {same}) RETURNING r.{ORD}",
+            table = self.table,
+            input = self.batch_input(),
+            key = self.key_eq("s", "r"),
+            older = self.older("s", &incoming, 0),
+            same = self.same_version("s", &incoming),
+        )
+    }
+
+    /// Why rows of a batch removed no stored row: (position, stored version as JSON text,
+    /// whether the delete would have removed it) for those that have one.
+    pub fn batch_delete_classify_sql(&self) -> String {
+        let incoming = |i: usize| self.col("r", i);
+        format!(
+            "SELECT r.{ORD}, {version}, ({older} OR {same}) FROM ({input}) r JOIN {table} s ON {key}",
+            version = self.version_json("s"),
+            older = self.older("s", &incoming, 0),
+            same = self.same_version("s", &incoming),
+            input = self.batch_input(),
+            table = self.table,
+            key = self.key_eq("s", "r"),
+        )
+    }
+
+    /// Why a batch's tombstones were kept, when the notes do not tell: (position, whether the
+    /// kept tombstone's version equals the row's).
+    pub fn batch_tombstone_classify_sql(&self) -> String {
+        let incoming = |i: usize| self.col("r", i);
+        format!(
+            "SELECT r.{ORD}, {same} FROM ({input}) r JOIN {side} tb ON {key}",
+            same = self.same_version("tb", &incoming),
+            input = self.batch_input(),
+            side = self.side(),
+            key = self.key_eq("tb", "r"),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -222,5 +318,23 @@ mod tests {
             assert!(sql.contains(part), "{part}\n not in\n{sql}");
         }
         assert!(tombstoned().batch_unclaim_sql().starts_with(r#"DELETE FROM "safe_upsert_data"."t_tombstones" AS tb USING (SELECT r."pg_safeupsert_ord""#));
+    }
+
+    #[test]
+    fn a_batch_of_deletes_records_one_tombstone_per_key_in_key_order() {
+        let s = tombstoned();
+        let sql = s.batch_tombstone_sql();
+        for part in [
+            r#"PARTITION BY i."id" ORDER BY i."date" DESC, i."pg_safeupsert_ord") AS "pg_safeupsert_rank""#,
+            r#"WHERE "pg_safeupsert_rank" OPERATOR(pg_catalog.=) 1 ORDER BY "pg_safeupsert_seq" ON CONFLICT ("id") DO UPDATE SET "date" = EXCLUDED."date", "safe_upsert_deleted_at" = EXCLUDED."safe_upsert_deleted_at" WHERE (tb."date" IS NULL OR tb."date" OPERATOR(pg_catalog.<) EXCLUDED."date") OR "ext"."safe_upsert_kept"("#,
+            r#"SELECT r."pg_safeupsert_ord", true, w."id" IS NOT NULL, NULL::pg_catalog.bool, r."pg_safeupsert_seq" FROM ranked r LEFT JOIN recorded w ON w."id" OPERATOR(pg_catalog.=) r."id""#,
+            r#"SELECT r."pg_safeupsert_ord", false, NULL::pg_catalog.bool, wr."date" OPERATOR(pg_catalog.=) r."date", r."pg_safeupsert_seq""#,
+        ] {
+            assert!(sql.contains(part), "{part}\n not in\n{sql}");
+        }
+        assert!(s.batch_delete_rows_sql().starts_with(r#"DELETE FROM "public"."t" AS s USING (SELECT r."pg_safeupsert_ord""#));
+        assert!(s.batch_delete_rows_sql().ends_with(r#"WHERE s."id" OPERATOR(pg_catalog.=) r."id" AND ((s."date" IS NULL OR s."date" OPERATOR(pg_catalog.<) r."date") OR s."date" OPERATOR(pg_catalog.=) r."date") RETURNING r."pg_safeupsert_ord""#));
+        assert!(s.batch_delete_classify_sql().contains(r#"JOIN "public"."t" s ON s."id" OPERATOR(pg_catalog.=) r."id""#));
+        assert!(s.batch_tombstone_classify_sql().ends_with(r#"JOIN "safe_upsert_data"."t_tombstones" tb ON tb."id" OPERATOR(pg_catalog.=) r."id""#));
     }
 }
