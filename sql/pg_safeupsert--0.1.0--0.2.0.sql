@@ -133,3 +133,54 @@ LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 1000
 AS 'MODULE_PATHNAME', 'safe_delete_many_multi_wrapper';
 COMMENT ON FUNCTION safe_delete_many(regclass, jsonb, name[], name[]) IS
   'safe_delete_many with several version columns compared in order.';
+
+-- Statistics of deletes: the views read new functions with more columns (appended, so that
+-- CREATE OR REPLACE VIEW keeps what depends on them); 0.1.0's functions go.
+CREATE FUNCTION safe_upsert_stats_rows()
+RETURNS TABLE(relid oid, inserted bigint, updated bigint, stale bigint, duplicate bigint, tie bigint,
+              skipped_by_trigger bigint, unique_violations bigint, errors bigint,
+              last_conflict_at timestamptz, stats_reset timestamptz, deleted bigint, absent bigint,
+              delete_stale bigint, delete_duplicate bigint, delete_skipped_by_trigger bigint)
+LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'safe_upsert_stats_rows_wrapper';
+COMMENT ON FUNCTION safe_upsert_stats_rows() IS 'Internal to the view safe_upsert_stats.';
+
+CREATE FUNCTION safe_upsert_conflict_rows()
+RETURNS TABLE(id bigint, occurred_at timestamptz, relid oid, kind text, key jsonb, stored_version jsonb,
+              incoming_version jsonb, incoming_row jsonb, pid integer, userid oid, operation text,
+              tombstone boolean)
+LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'safe_upsert_conflict_rows_wrapper';
+COMMENT ON FUNCTION safe_upsert_conflict_rows() IS 'Internal to the view safe_upsert_conflicts.';
+
+CREATE FUNCTION safe_upsert_info_row()
+RETURNS TABLE(tables_tracked bigint, max_tables integer, tables_evicted bigint, conflict_log_size integer,
+              conflicts_logged bigint, stats_reset timestamptz, shared_memory_bytes bigint,
+              plan_cache_entries integer, plan_cache_size integer, track boolean, save boolean,
+              notify_events_queued bigint, notify_events_pending bigint, notify_events_dropped bigint,
+              notifications_sent bigint, last_notification_at timestamptz, notify_workers integer,
+              conflicts_skipped bigint, tombstones bigint)
+LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'safe_upsert_info_row_wrapper';
+COMMENT ON FUNCTION safe_upsert_info_row() IS 'Internal to the view safe_upsert_info.';
+
+CREATE OR REPLACE VIEW safe_upsert_stats AS
+  SELECT s.relid, n.nspname AS schemaname, c.relname,
+         s.inserted, s.updated, s.stale, s.duplicate, s.tie, s.skipped_by_trigger,
+         s.unique_violations, s.errors, s.last_conflict_at, s.stats_reset,
+         s.deleted, s.absent, s.delete_stale, s.delete_duplicate, s.delete_skipped_by_trigger
+  FROM safe_upsert_stats_rows() s
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.relid
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace;
+COMMENT ON VIEW safe_upsert_stats IS 'Outcomes of safe_upsert and safe_delete per table of the current database, counted at commit.';
+
+CREATE OR REPLACE VIEW safe_upsert_conflicts AS
+  SELECT l.id, l.occurred_at, l.relid, n.nspname AS schemaname, c.relname, l.kind, l.key,
+         l.stored_version, l.incoming_version, l.incoming_row, l.pid,
+         pg_catalog.pg_get_userbyid(l.userid) AS usename, l.operation, l.tombstone
+  FROM safe_upsert_conflict_rows() l
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) l.relid
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+  ORDER BY l.id;
+CREATE OR REPLACE VIEW safe_upsert_info AS SELECT * FROM safe_upsert_info_row();
+
+DROP FUNCTION safe_upsert_stats_data();
+DROP FUNCTION safe_upsert_conflicts_data();
+DROP FUNCTION safe_upsert_info_data();

@@ -137,12 +137,12 @@ def encode_snapshot(tables, conflicts, next_id=100):
         b = s.encode()
         return u64(len(b) if length is None else length) + b
 
-    out = b"PGSUPS02" + u64(next_id) + u64(0) + i64(0) + u64(len(tables))
+    out = b"PGSUPS03" + u64(next_id) + u64(0) + i64(0) + u64(len(tables))
     for dbid, relid in tables:
-        out += u64(dbid) + u64(relid) + b"".join(u64(n) for n in (1, 2, 3, 4, 5, 6, 7, 8)) + i64(0) + i64(0) + u64(1)
+        out += u64(dbid) + u64(relid) + b"".join(u64(n) for n in range(1, 14)) + i64(0) + i64(0) + u64(1)
     out += u64(len(conflicts))
     for c in conflicts:
-        out += u64(c["id"]) + i64(0) + u64(c["dbid"]) + u64(c["relid"]) + u64(10) + i64(1) + u64(2)
+        out += u64(c["id"]) + i64(0) + u64(c["dbid"]) + u64(c["relid"]) + u64(10) + i64(1) + u64(2) + u64(0)
         out += text(c["key"]) + u64(1) + text(c["stored"]) + text(c["incoming"]) + text(c["row"])
     return out
 
@@ -178,11 +178,12 @@ def test_a_crafted_statistics_file_never_stops_start_up(small):
     # a length that points far past the end, a truncated file, another format, an empty file:
     # each ignored with a LOG line, and the server starts
     lying = bytearray(encode_snapshot([], [oversized]))
-    at = 8 + 8 * 5 + 8 * 7  # the key's length
+    at = 8 + 8 * 5 + 8 * 8  # the key's length
     lying[at:at + 8] = struct.pack("<Q", 1 << 62)
     good = encode_snapshot([(dbid, relid)], [oversized])
-    # a file that another layout of the statistics wrote (PGSUPS01 had 7 counters a table)
-    other_layout = b"PGSUPS01" + good[8:]
+    # a file that another layout of the statistics wrote (PGSUPS02, 0.1.0's, had 8 counters a
+    # table and no tombstone flag)
+    other_layout = b"PGSUPS02" + good[8:]
     for content in (bytes(lying), good[: len(good) // 2], other_layout, b"something else entirely", b""):
         since = len(small.log_text())
         restart_with_file(small, content)

@@ -57,7 +57,7 @@ from psycopg.types.json import Jsonb
 from conftest import PrivateCluster
 
 DEFAULT_CHANNEL = "safe_upsert"
-MINIMAL_FIELDS = {"database", "table", "kind", "count", "first_id", "last_id"}
+MINIMAL_FIELDS = {"database", "table", "kind", "op", "count", "first_id", "last_id"}
 FULL_FIELDS = MINIMAL_FIELDS | {"key", "stored_version", "incoming_version"}
 DEFAULTS = {"notify": "on", "notify_channel": DEFAULT_CHANNEL, "notify_payload": "minimal"}
 # How long a notification may take after its commit (documented: milliseconds; the first one
@@ -335,11 +335,12 @@ def no_notifier(server, dbname, timeout=5.0):
     assert until(lambda: not notifier_pids(server, dbname), timeout), f"a notifier stays connected to {dbname}"
 
 
-def assert_minimal(payload, dbname, table, kind, count):
+def assert_minimal(payload, dbname, table, kind, count, op="upsert"):
     assert set(payload) == MINIMAL_FIELDS, payload
     assert payload["database"] == dbname
     assert payload["table"] == table
     assert payload["kind"] == kind
+    assert payload["op"] == op
     assert payload["count"] == count
     assert isinstance(payload["first_id"], int) and isinstance(payload["last_id"], int), payload
     assert payload["last_id"] - payload["first_id"] + 1 >= count

@@ -43,7 +43,8 @@ from psycopg.types.json import Jsonb
 
 from conftest import PrivateCluster
 
-COUNTERS = ("inserted", "updated", "stale", "duplicate", "tie", "skipped_by_trigger", "unique_violations", "errors")
+COUNTERS = ("inserted", "updated", "stale", "duplicate", "tie", "skipped_by_trigger", "unique_violations", "errors",
+            "deleted", "absent", "delete_stale", "delete_duplicate", "delete_skipped_by_trigger")
 SAVE_FILE = "pg_stat/pg_safeupsert.stat"
 CUT = re.compile(r"(?s)(.*)…\[cut (\d+) bytes\]")
 
@@ -380,6 +381,39 @@ def test_rows_a_trigger_skipped_are_counted_apart_and_never_logged(db, conn):
     assert counts(conn, t) == expect(inserted=2, skipped_by_trigger=4)
     assert conflicts(conn, t) == []
     assert stats_row(conn, t)["last_conflict_at"] is None
+
+
+def delete(conn, table, row, version="ver"):
+    """safe_delete(table, row, version) and its outcome as text."""
+    return conn.execute("SELECT safe_delete(%s::regclass, %s::jsonb, %s::name)::text", (table, Jsonb(row), version)).fetchone()[0]
+
+
+def test_deletes_are_counted_apart_and_their_conflicts_logged_with_the_operation(db, conn):
+    t = db.table("k int PRIMARY KEY, v text, ver int NOT NULL")
+    assert upsert(conn, t, {"k": 1, "v": "a", "ver": 5}) == "inserted"
+    assert delete(conn, t, {"k": 1, "ver": 3}) == "stale"  # the stored row is newer
+    assert delete(conn, t, {"k": 1, "ver": 7}) == "deleted"
+    assert delete(conn, t, {"k": 1, "ver": 7}) == "duplicate"
+    assert delete(conn, t, {"k": 1, "ver": 6}) == "stale"  # the tombstone is newer
+    assert delete(conn, t, {"k": 2, "ver": 1}) == "absent"
+    assert upsert(conn, t, {"k": 1, "v": "late", "ver": 6}) == "stale"  # refused by the tombstone
+    outcomes = conn.execute(
+        f"SELECT string_agg(outcome::text, ' ' ORDER BY ord) FROM safe_delete_many('{t}', %s, 'ver')",
+        (Jsonb([{"k": 3, "ver": 1}, {"k": 2, "ver": 1}, {"k": 2, "ver": 0}]),),
+    ).fetchone()[0]
+    assert outcomes == "absent duplicate stale"
+    assert counts(conn, t) == expect(inserted=1, stale=1, deleted=1, absent=2, delete_stale=3, delete_duplicate=2)
+    logged = [(c["operation"], c["kind"], c["tombstone"], c["stored_version"], c["incoming_version"]) for c in conflicts(conn, t)]
+    assert logged == [
+        ("delete", "stale", False, 5, 3),
+        ("delete", "stale", True, 7, 6),
+        ("upsert", "stale", True, 7, 6),
+        ("delete", "stale", False, 1, 0),  # against the batch's own newer row of the key
+    ]
+    assert stats_row(conn, t)["last_conflict_at"] is not None
+    assert info(conn)["tombstones"] >= 3
+    n = conn.execute(f"SELECT count(*) FROM safe_upsert_tombstones WHERE relid = '{t}'::regclass").fetchone()[0]
+    assert n == 3
 
 
 def test_safe_upsert_many_counts_every_row_at_commit(db, connect):
@@ -890,8 +924,8 @@ def test_other_databases_are_not_shown(small, small_db):
             assert counts(o, "elsewhere") == expect(inserted=1, stale=1)
             assert len(conflicts(o, "elsewhere")) == 1
             oid = relid(o, "elsewhere")
-        assert c.execute("SELECT count(*) FROM safe_upsert_stats_data() WHERE relid = %s", (oid,)).fetchone()[0] == 0
-        assert c.execute("SELECT count(*) FROM safe_upsert_conflicts_data() WHERE relid = %s", (oid,)).fetchone()[0] == 0
+        assert c.execute("SELECT count(*) FROM safe_upsert_stats_rows() WHERE relid = %s", (oid,)).fetchone()[0] == 0
+        assert c.execute("SELECT count(*) FROM safe_upsert_conflict_rows() WHERE relid = %s", (oid,)).fetchone()[0] == 0
         # a reset of every table here leaves the other database alone
         c.execute("SELECT safe_upsert_stats_reset()")
         with small.connect(dbname) as o:

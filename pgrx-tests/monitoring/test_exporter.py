@@ -28,6 +28,8 @@ PORT = os.environ.get("PGPORT", "")
 SERVER = f"127.0.0.1:{PORT}"  # the exporter's `server` label: the DSN's host and port
 OUTCOMES = ("inserted", "updated", "stale", "duplicate", "tie", "skipped_by_trigger")
 FAILURES = ("unique_violation", "error")
+DELETES = tuple(f"delete:{o}" for o in ("deleted", "absent", "stale", "duplicate", "skipped_by_trigger"))
+PER_DATABASE = {"pg_safeupsert_tombstones_count"}
 BURST = 17  # tables given a stale write in one transaction: one event more than the queue holds
 
 
@@ -90,6 +92,8 @@ def written():
     assert up_a("items", {"id": 3, "ver": 1, "val": "other"}) == "tie"
     with a.transaction(force_rollback=True):  # rolled back: not counted
         assert up_a("items", {"id": 9, "ver": 1}) == "inserted"
+    # a delete of a key never stored: counted apart, and a tombstone (no conflict)
+    assert a.execute("SELECT safe_delete('items', %s, 'ver')::text", (Jsonb({"id": 7, "ver": 1}),)).fetchone()[0] == "absent"
 
     a.execute("CREATE SCHEMA sales")
     a.execute("CREATE TABLE sales.orders (id int PRIMARY KEY, ver int, code text UNIQUE)")
@@ -130,10 +134,10 @@ def written():
     wait_for(f"{sent} notifications sent", lambda: a.execute(quiet).fetchone()[0])
 
     def table(**counts):
-        return {**{o: 0 for o in OUTCOMES + FAILURES}, **counts}
+        return {**{o: 0 for o in OUTCOMES + FAILURES + DELETES}, **counts}
 
     tables = {
-        ("mon_a", "public", "items"): table(inserted=3, updated=2, stale=1, duplicate=1, tie=1),
+        ("mon_a", "public", "items"): table(inserted=3, updated=2, stale=1, duplicate=1, tie=1, **{"delete:absent": 1}),
         ("mon_a", "sales", "orders"): table(inserted=2, skipped_by_trigger=1, unique_violation=1, error=1),
         ("mon_b", "public", "items"): table(inserted=1, stale=3),
         **{("mon_b", "public", f"burst_{i}"): table(stale=1) for i in range(1, BURST + 1)},
@@ -242,11 +246,12 @@ def test_every_table_of_both_databases_with_its_counters(written, scraped):
     tables, _, _ = written
     samples, types = scraped
     got = {}
-    for name, label in (("pg_safeupsert_rows_total", "outcome"), ("pg_safeupsert_failed_calls_total", "kind")):
+    for name, label, prefix in (("pg_safeupsert_rows_total", "outcome", ""), ("pg_safeupsert_failed_calls_total", "kind", ""),
+                                ("pg_safeupsert_deletes_total", "outcome", "delete:")):
         assert types[name] == "counter"
         for labels, value in ours(samples, name):
             key = (labels.pop("datname"), labels.pop("schemaname"), labels.pop("relname"))
-            which = labels.pop(label)
+            which = prefix + labels.pop(label)
             assert labels == {"server": SERVER}, f"{name}: unexpected labels {labels}"
             assert which not in got.setdefault(key, {}), f"{name}: {key} {which} twice"
             got[key][which] = value
@@ -258,7 +263,7 @@ def test_server_figures_once_with_the_right_values(written, scraped):
     _, server, info = written
     samples, types = scraped
     figures = {n: ours(samples, n) for n in {n for n, _, _ in samples if n.startswith("pg_safeupsert_")}}
-    per_table = {"pg_safeupsert_rows_total", "pg_safeupsert_failed_calls_total"}
+    per_table = {"pg_safeupsert_rows_total", "pg_safeupsert_failed_calls_total", "pg_safeupsert_deletes_total"} | PER_DATABASE
     for name in set(figures) - per_table:
         # once per server, however many databases the exporter discovered
         assert [labels for labels, _ in figures[name]] == [{"server": SERVER}], name
@@ -270,6 +275,14 @@ def test_server_figures_once_with_the_right_values(written, scraped):
     assert value["last_notification_timestamp_seconds"] == pytest.approx(info["last_notification_at"].timestamp(), abs=0.01)
     assert value["notify_workers"] in (0, 1, 2)  # a notifier leaves after a second without work
     assert set(value) == set(server) | {"shared_memory_bytes", "last_notification_timestamp_seconds", "notify_workers"}
+
+
+def test_tombstones_per_database(written, scraped):
+    samples, types = scraped
+    assert types["pg_safeupsert_tombstones_count"] == "gauge"
+    got = {labels.pop("datname"): (labels, value) for labels, value in ours(samples, "pg_safeupsert_tombstones_count")}
+    # mon_c has no extension: no row; the delete of mon_a.items left one tombstone
+    assert got == {db: ({"server": SERVER}, n) for db, n in (("mon_a", 1.0), ("mon_b", 0.0), ("postgres", 0.0))}
 
 
 def test_databases_without_the_extension_are_no_error(exporter, scraped):

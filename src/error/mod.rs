@@ -259,6 +259,13 @@ pub fn delete_hidden_row(table: &str, key: &str) -> ! {
         .raise()
 }
 
+pub fn delete_after_snapshot(table: &str, key: &str) -> ! {
+    error(Code::ERRCODE_T_R_SERIALIZATION_FAILURE, "could not serialize access due to concurrent insert")
+        .detail(format!("The row of table {table} with key {key} was written after this transaction's snapshot was taken."))
+        .hint("Retry the transaction.")
+        .raise()
+}
+
 pub fn purge_not_owner(table: &str) -> ! {
     error(Code::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("must be owner of table {table} to purge its tombstones"))
         .raise()

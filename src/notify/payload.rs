@@ -18,6 +18,8 @@ pub struct Notice<'a> {
     pub database: &'a str,
     pub table: &'a str,
     pub kind: &'a str,
+    /// the call that met the conflict: "upsert" or "delete"
+    pub op: &'a str,
     pub count: u64,
     /// ids in safe_upsert_conflicts; None when the log is off
     pub first_id: Option<u64>,
@@ -35,6 +37,7 @@ impl Notice<'_> {
         m.insert("database".into(), json!(self.database));
         m.insert("table".into(), json!(self.table));
         m.insert("kind".into(), json!(self.kind));
+        m.insert("op".into(), json!(self.op));
         m.insert("count".into(), json!(self.count));
         m.insert("first_id".into(), json!(self.first_id));
         m.insert("last_id".into(), json!(self.last_id));
@@ -58,14 +61,14 @@ mod tests {
     use super::*;
 
     fn notice(detail: Option<Detail<'_>>) -> String {
-        Notice { database: "app", table: "public.t", kind: "stale", count: 1, first_id: Some(7), last_id: Some(7), detail }.to_json()
+        Notice { database: "app", table: "public.t", kind: "stale", op: "delete", count: 1, first_id: Some(7), last_id: Some(7), detail }.to_json()
     }
 
     #[test]
     fn minimal_carries_no_row_data() {
         assert_eq!(
             notice(None),
-            r#"{"count":1,"database":"app","first_id":7,"kind":"stale","last_id":7,"table":"public.t"}"#
+            r#"{"count":1,"database":"app","first_id":7,"kind":"stale","last_id":7,"op":"delete","table":"public.t"}"#
         );
     }
 

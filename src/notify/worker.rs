@@ -202,6 +202,7 @@ fn send(batch: &Batch) -> u64 {
                 database: &database,
                 table: &table,
                 kind: stats::kind_name(e.kind),
+                op: stats::operation_name(e.kind),
                 count: e.count,
                 first_id: (e.first_id != 0).then_some(e.first_id),
                 last_id: (e.last_id != 0).then_some(e.last_id),

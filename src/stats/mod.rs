@@ -130,7 +130,7 @@ fn publish(notify: bool) {
         let mut events = p.take_events();
         let (per_table, conflicts) = p.committed();
         for (relid, counts) in per_table {
-            for kind in [Counter::Stale, Counter::Tie] {
+            for kind in pending::CONFLICTS {
                 // never beyond the reserved room: pushing then cannot allocate
                 if counts[kind as usize] > 0 && events.len() < events.capacity() {
                     events.push(Event { relid: *relid, kind: kind as u8, count: counts[kind as usize], first_id: 0, last_id: 0 });
@@ -145,7 +145,7 @@ fn publish(notify: bool) {
             }
         }
         for (relid, counts) in per_table {
-            let conflicted = counts[Counter::Stale as usize] + counts[Counter::Tie as usize] > 0;
+            let conflicted = pending::CONFLICTS.iter().any(|&k| counts[k as usize] > 0);
             let last = conflicts.clone().filter(|c| c.relid == *relid).map(|c| c.occurred_at).max();
             shared.add(dbid, *relid, counts, if conflicted { last.or(Some(now)) } else { None }, now);
         }
@@ -295,4 +295,4 @@ pub fn conflict_by_id(id: u64) -> Option<LogRecord> {
     shared()?.conflict_by_id(id)
 }
 
-pub use views::kind_name;
+pub use views::{kind_name, operation_name};

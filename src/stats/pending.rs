@@ -16,9 +16,18 @@ pub enum Counter {
     SkippedByTrigger,
     UniqueViolations,
     Errors,
+    /// safe_delete's outcomes, counted apart from upserts'
+    Deleted,
+    Absent,
+    DeleteStale,
+    DeleteDuplicate,
+    DeleteSkippedByTrigger,
 }
 
-pub const COUNTERS: usize = 8;
+pub const COUNTERS: usize = 13;
+
+/// The counters whose rows are conflicts: logged, notified, and the time of the last one kept.
+pub const CONFLICTS: [Counter; 3] = [Counter::Stale, Counter::Tie, Counter::DeleteStale];
 
 /// A conflict waiting to be logged; its id is given when it is.
 pub type Conflict = super::record::LogRecord;
@@ -36,7 +45,7 @@ pub struct Pending {
     failures: Vec<(u32, Counter, Option<Conflict>)>,
     /// room for one (table, counts) per entry of `counts`, reserved when an entry is added
     sums: Vec<(u32, [u64; COUNTERS])>,
-    /// room for a stale and a tie event per entry of `counts`, reserved likewise
+    /// room for an event per conflict counter per entry of `counts`, reserved likewise
     events: Vec<Event>,
 }
 
@@ -50,7 +59,7 @@ impl Pending {
         self.counts.entry((subxact, relid)).or_default()[counter as usize] += 1;
         if self.counts.len() > before {
             self.sums.reserve(self.counts.len().saturating_sub(self.sums.len()));
-            self.events.reserve((2 * self.counts.len()).saturating_sub(self.events.len()));
+            self.events.reserve((CONFLICTS.len() * self.counts.len()).saturating_sub(self.events.len()));
         }
     }
 
@@ -177,7 +186,7 @@ mod tests {
         p.failure(10, Counter::Errors, None);
         p.abort_subxact(3);
         let (t, c) = p.committed();
-        assert_eq!(t, [(10, [1, 1, 0, 0, 0, 0, 0, 0])]);
+        assert_eq!(t, [(10, [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])]);
         assert_eq!(c.count(), 0);
         // a failure inside the rolled-back savepoint is still there to publish
         assert_eq!(p.failures().len(), 1);

@@ -26,6 +26,8 @@ pub struct LogRecord {
     pub userid: u32,
     pub pid: i32,
     pub kind: u8,
+    /// the stored version is a tombstone's (a deleted key's), not a stored row's
+    pub tombstone: bool,
     pub key: String,
     pub stored_version: Option<String>,
     pub incoming_version: String,
@@ -42,10 +44,10 @@ pub struct Snapshot {
     pub conflicts: Vec<LogRecord>,
 }
 
-const MAGIC: &[u8; 8] = b"PGSUPS02";
+const MAGIC: &[u8; 8] = b"PGSUPS03";
 
 /// The kinds a logged conflict can have.
-const KINDS: [u8; 3] = [Counter::Stale as u8, Counter::Tie as u8, Counter::UniqueViolations as u8];
+const KINDS: [u8; 4] = [Counter::Stale as u8, Counter::Tie as u8, Counter::UniqueViolations as u8, Counter::DeleteStale as u8];
 
 impl Snapshot {
     pub fn encode(&self) -> Vec<u8> {
@@ -72,6 +74,7 @@ impl Snapshot {
             w.u64(c.userid as u64);
             w.i64(c.pid as i64);
             w.u64(c.kind as u64);
+            w.u64(c.tombstone as u64);
             w.str(&c.key);
             w.u64(c.stored_version.is_some() as u64);
             w.str(c.stored_version.as_deref().unwrap_or(""));
@@ -104,6 +107,7 @@ impl Snapshot {
                 userid: r.u64()? as u32,
                 pid: r.i64()? as i32,
                 kind: r.u64()? as u8,
+                tombstone: r.u64()? == 1,
                 key: r.str()?,
                 ..Default::default()
             };
@@ -317,7 +321,7 @@ mod tests {
             next_id: 42,
             evicted: 3,
             stats_reset: 77,
-            tables: vec![TableRecord { dbid: 5, relid: 16384, counts: [1, 2, 3, 4, 5, 6, 7, 8], last_conflict_at: 9, stats_reset: 8, last_used: 11 }],
+            tables: vec![TableRecord { dbid: 5, relid: 16384, counts: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], last_conflict_at: 9, stats_reset: 8, last_used: 11 }],
             conflicts: vec![LogRecord {
                 id: 41,
                 occurred_at: 12,
@@ -325,7 +329,8 @@ mod tests {
                 relid: 16384,
                 userid: 10,
                 pid: 999,
-                kind: 2,
+                kind: Counter::DeleteStale as u8,
+                tombstone: true,
                 key: r#"{"id":1}"#.into(),
                 stored_version: None,
                 incoming_version: "3".into(),
@@ -367,8 +372,8 @@ mod tests {
         assert_eq!(Snapshot::decode(&bytes), None);
         let mut bytes = Snapshot { next_id: 5, conflicts: vec![LogRecord { id: 1, kind: 2, key: "k".into(), ..Default::default() }], ..Default::default() }.encode();
         // the key's length, far beyond the file: after the header's five numbers and the
-        // conflict's seven
-        let at = MAGIC.len() + 8 * 5 + 8 * 7;
+        // conflict's eight
+        let at = MAGIC.len() + 8 * 5 + 8 * 8;
         bytes[at..at + 8].copy_from_slice(&(1u64 << 60).to_le_bytes());
         assert_eq!(Snapshot::decode(&bytes), None);
     }

@@ -62,6 +62,7 @@ struct LogSlot {
     userid: u32,
     pid: i32,
     kind: u8,
+    tombstone: bool,
     /// byte lengths of key, stored version (NULL_LEN: null), incoming version, row in `text`
     lens: [u16; 4],
     text: [u8; TEXT_BYTES],
@@ -267,6 +268,7 @@ impl Shared {
             (*s).userid = c.userid;
             (*s).pid = c.pid;
             (*s).kind = c.kind;
+            (*s).tombstone = c.tombstone;
             let text = (&raw mut (*s).text) as *mut u8;
             let mut at = 0;
             for (i, (part, limit)) in parts.iter().zip(limits).enumerate() {
@@ -375,6 +377,7 @@ fn read_slot(slot: &LogSlot) -> Option<LogRecord> {
         userid: copy.userid,
         pid: copy.pid,
         kind: copy.kind,
+        tombstone: copy.tombstone,
         key: part(0).unwrap_or_default(),
         stored_version: part(1),
         incoming_version: part(2).unwrap_or_default(),

@@ -43,15 +43,37 @@ fn json(text: &str) -> JsonB {
 
 pub fn kind_name(kind: u8) -> &'static str {
     match kind {
-        k if k == Counter::Stale as u8 => "stale",
+        k if k == Counter::Stale as u8 || k == Counter::DeleteStale as u8 => "stale",
         k if k == Counter::Tie as u8 => "tie",
         _ => "unique_violation",
     }
 }
 
+/// Which call a logged conflict's kind comes from.
+pub fn operation_name(kind: u8) -> &'static str {
+    if kind == Counter::DeleteStale as u8 { "delete" } else { "upsert" }
+}
+
+/// The tables of this database with counters; frees the entries of tables dropped for good.
+fn live_tables() -> Vec<super::record::TableRecord> {
+    crate::require_preload();
+    let shared = shared_or_error();
+    let dbid = my_database();
+    let (live, dropped): (Vec<_>, Vec<_>) = shared.tables(Some(dbid)).into_iter().partition(|t| table_exists(t.relid));
+    // A table this transaction dropped may come back with a ROLLBACK: only a transaction that
+    // has written nothing sees nothing but committed drops, and only it frees their entries.
+    // SAFETY: plain read of this backend's transaction state.
+    let wrote = unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
+    if !dropped.is_empty() && !wrote {
+        shared.forget(dbid, &dropped.iter().map(|t| t.relid).collect::<Vec<_>>());
+    }
+    live
+}
+
+/// 0.1.0's `safe_upsert_stats_data()`, kept for databases not updated yet.
 // pgrx reads the column names from the return type, so it stays spelled out.
 #[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_safe)]
+#[pg_extern(sql = false)]
 fn safe_upsert_stats_data() -> TableIterator<
     'static,
     (
@@ -68,18 +90,7 @@ fn safe_upsert_stats_data() -> TableIterator<
         name!(stats_reset, Option<TimestampWithTimeZone>),
     ),
 > {
-    crate::require_preload();
-    let shared = shared_or_error();
-    let dbid = my_database();
-    let (live, dropped): (Vec<_>, Vec<_>) = shared.tables(Some(dbid)).into_iter().partition(|t| table_exists(t.relid));
-    // A table this transaction dropped may come back with a ROLLBACK: only a transaction that
-    // has written nothing sees nothing but committed drops, and only it frees their entries.
-    // SAFETY: plain read of this backend's transaction state.
-    let wrote = unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
-    if !dropped.is_empty() && !wrote {
-        shared.forget(dbid, &dropped.iter().map(|t| t.relid).collect::<Vec<_>>());
-    }
-    TableIterator::new(live.into_iter().map(|t| {
+    TableIterator::new(live_tables().into_iter().map(|t| {
         let c = t.counts.map(|n| n as i64);
         (pg_sys::Oid::from(t.relid), c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], timestamp(t.last_conflict_at), timestamp(t.stats_reset))
     }))
@@ -87,7 +98,56 @@ fn safe_upsert_stats_data() -> TableIterator<
 
 // pgrx reads the column names from the return type, so it stays spelled out.
 #[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_safe)]
+#[pg_extern(sql = false)]
+fn safe_upsert_stats_rows() -> TableIterator<
+    'static,
+    (
+        name!(relid, pg_sys::Oid),
+        name!(inserted, i64),
+        name!(updated, i64),
+        name!(stale, i64),
+        name!(duplicate, i64),
+        name!(tie, i64),
+        name!(skipped_by_trigger, i64),
+        name!(unique_violations, i64),
+        name!(errors, i64),
+        name!(last_conflict_at, Option<TimestampWithTimeZone>),
+        name!(stats_reset, Option<TimestampWithTimeZone>),
+        name!(deleted, i64),
+        name!(absent, i64),
+        name!(delete_stale, i64),
+        name!(delete_duplicate, i64),
+        name!(delete_skipped_by_trigger, i64),
+    ),
+> {
+    TableIterator::new(live_tables().into_iter().map(|t| {
+        let c = t.counts.map(|n| n as i64);
+        let at = |k: Counter| c[k as usize];
+        (
+            pg_sys::Oid::from(t.relid),
+            at(Counter::Inserted),
+            at(Counter::Updated),
+            at(Counter::Stale),
+            at(Counter::Duplicate),
+            at(Counter::Tie),
+            at(Counter::SkippedByTrigger),
+            at(Counter::UniqueViolations),
+            at(Counter::Errors),
+            timestamp(t.last_conflict_at),
+            timestamp(t.stats_reset),
+            at(Counter::Deleted),
+            at(Counter::Absent),
+            at(Counter::DeleteStale),
+            at(Counter::DeleteDuplicate),
+            at(Counter::DeleteSkippedByTrigger),
+        )
+    }))
+}
+
+/// 0.1.0's `safe_upsert_conflicts_data()`, kept for databases not updated yet.
+// pgrx reads the column names from the return type, so it stays spelled out.
+#[allow(clippy::type_complexity)]
+#[pg_extern(sql = false)]
 fn safe_upsert_conflicts_data() -> TableIterator<
     'static,
     (
@@ -101,6 +161,29 @@ fn safe_upsert_conflicts_data() -> TableIterator<
         name!(incoming_row, Option<JsonB>),
         name!(pid, i32),
         name!(userid, pg_sys::Oid),
+    ),
+> {
+    TableIterator::new(safe_upsert_conflict_rows().map(|r| (r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9)))
+}
+
+// pgrx reads the column names from the return type, so it stays spelled out.
+#[allow(clippy::type_complexity)]
+#[pg_extern(sql = false)]
+fn safe_upsert_conflict_rows() -> TableIterator<
+    'static,
+    (
+        name!(id, i64),
+        name!(occurred_at, Option<TimestampWithTimeZone>),
+        name!(relid, pg_sys::Oid),
+        name!(kind, &'static str),
+        name!(key, Option<JsonB>),
+        name!(stored_version, Option<JsonB>),
+        name!(incoming_version, Option<JsonB>),
+        name!(incoming_row, Option<JsonB>),
+        name!(pid, i32),
+        name!(userid, pg_sys::Oid),
+        name!(operation, &'static str),
+        name!(tombstone, bool),
     ),
 > {
     crate::require_preload();
@@ -120,14 +203,16 @@ fn safe_upsert_conflicts_data() -> TableIterator<
             shown.then(|| json(&c.incoming_row)),
             c.pid,
             pg_sys::Oid::from(c.userid),
+            operation_name(c.kind),
+            c.tombstone,
         )
     }))
 }
 
 // pgrx reads the column names from the return type, so it stays spelled out.
 #[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_safe)]
-fn safe_upsert_info_data() -> TableIterator<
+#[pg_extern(sql = false)]
+fn safe_upsert_info_row() -> TableIterator<
     'static,
     (
         name!(tables_tracked, i64),
@@ -148,8 +233,16 @@ fn safe_upsert_info_data() -> TableIterator<
         name!(last_notification_at, Option<TimestampWithTimeZone>),
         name!(notify_workers, i32),
         name!(conflicts_skipped, i64),
+        name!(tombstones, i64),
     ),
 > {
+    TableIterator::once(info_values(true))
+}
+
+/// safe_upsert_info's figures; the count of tombstones (a query per tombstone table) only when
+/// asked for.
+#[allow(clippy::type_complexity)]
+fn info_values(tombstones: bool) -> (i64, i32, i64, i32, i64, Option<TimestampWithTimeZone>, i64, i32, i32, bool, bool, i64, i64, i64, i64, Option<TimestampWithTimeZone>, i32, i64, i64) {
     crate::require_preload();
     let s = shared_or_error();
     let h = s.header;
@@ -175,8 +268,40 @@ fn safe_upsert_info_data() -> TableIterator<
         timestamp(q.header.last_sent_at.load(std::sync::atomic::Ordering::Relaxed)),
         workers as i32,
         h.log_skipped.load(std::sync::atomic::Ordering::Relaxed) as i64,
+        if tombstones { crate::tombstones::count() } else { 0 },
     );
-    TableIterator::once(row)
+    row
+}
+
+/// 0.1.0's `safe_upsert_info_data()`, kept for databases not updated yet.
+// pgrx reads the column names from the return type, so it stays spelled out.
+#[allow(clippy::type_complexity)]
+#[pg_extern(sql = false)]
+fn safe_upsert_info_data() -> TableIterator<
+    'static,
+    (
+        name!(tables_tracked, i64),
+        name!(max_tables, i32),
+        name!(tables_evicted, i64),
+        name!(conflict_log_size, i32),
+        name!(conflicts_logged, i64),
+        name!(stats_reset, Option<TimestampWithTimeZone>),
+        name!(shared_memory_bytes, i64),
+        name!(plan_cache_entries, i32),
+        name!(plan_cache_size, i32),
+        name!(track, bool),
+        name!(save, bool),
+        name!(notify_events_queued, i64),
+        name!(notify_events_pending, i64),
+        name!(notify_events_dropped, i64),
+        name!(notifications_sent, i64),
+        name!(last_notification_at, Option<TimestampWithTimeZone>),
+        name!(notify_workers, i32),
+        name!(conflicts_skipped, i64),
+    ),
+> {
+    let r = info_values(false);
+    TableIterator::once((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12, r.13, r.14, r.15, r.16, r.17))
 }
 
 #[pg_extern(sql = false)]
@@ -193,24 +318,50 @@ COMMENT ON FUNCTION safe_upsert_stats_reset(regclass) IS
   'Zero the counters of one table, or of every table of the current database.';
 REVOKE ALL ON FUNCTION safe_upsert_stats_reset(regclass) FROM PUBLIC;
 
+CREATE FUNCTION safe_upsert_stats_rows()
+RETURNS TABLE(relid oid, inserted bigint, updated bigint, stale bigint, duplicate bigint, tie bigint,
+              skipped_by_trigger bigint, unique_violations bigint, errors bigint,
+              last_conflict_at timestamptz, stats_reset timestamptz, deleted bigint, absent bigint,
+              delete_stale bigint, delete_duplicate bigint, delete_skipped_by_trigger bigint)
+LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'safe_upsert_stats_rows_wrapper';
+COMMENT ON FUNCTION safe_upsert_stats_rows() IS 'Internal to the view safe_upsert_stats.';
+
+CREATE FUNCTION safe_upsert_conflict_rows()
+RETURNS TABLE(id bigint, occurred_at timestamptz, relid oid, kind text, key jsonb, stored_version jsonb,
+              incoming_version jsonb, incoming_row jsonb, pid integer, userid oid, operation text,
+              tombstone boolean)
+LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'safe_upsert_conflict_rows_wrapper';
+COMMENT ON FUNCTION safe_upsert_conflict_rows() IS 'Internal to the view safe_upsert_conflicts.';
+
+CREATE FUNCTION safe_upsert_info_row()
+RETURNS TABLE(tables_tracked bigint, max_tables integer, tables_evicted bigint, conflict_log_size integer,
+              conflicts_logged bigint, stats_reset timestamptz, shared_memory_bytes bigint,
+              plan_cache_entries integer, plan_cache_size integer, track boolean, save boolean,
+              notify_events_queued bigint, notify_events_pending bigint, notify_events_dropped bigint,
+              notifications_sent bigint, last_notification_at timestamptz, notify_workers integer,
+              conflicts_skipped bigint, tombstones bigint)
+LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'safe_upsert_info_row_wrapper';
+COMMENT ON FUNCTION safe_upsert_info_row() IS 'Internal to the view safe_upsert_info.';
+
 CREATE VIEW safe_upsert_stats AS
   SELECT s.relid, n.nspname AS schemaname, c.relname,
          s.inserted, s.updated, s.stale, s.duplicate, s.tie, s.skipped_by_trigger,
-         s.unique_violations, s.errors, s.last_conflict_at, s.stats_reset
-  FROM safe_upsert_stats_data() s
+         s.unique_violations, s.errors, s.last_conflict_at, s.stats_reset,
+         s.deleted, s.absent, s.delete_stale, s.delete_duplicate, s.delete_skipped_by_trigger
+  FROM safe_upsert_stats_rows() s
   JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.relid
   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace;
-COMMENT ON VIEW safe_upsert_stats IS 'Outcomes of safe_upsert per table of the current database, counted at commit.';
+COMMENT ON VIEW safe_upsert_stats IS 'Outcomes of safe_upsert and safe_delete per table of the current database, counted at commit.';
 
 CREATE VIEW safe_upsert_conflicts AS
   SELECT l.id, l.occurred_at, l.relid, n.nspname AS schemaname, c.relname, l.kind, l.key,
          l.stored_version, l.incoming_version, l.incoming_row, l.pid,
-         pg_catalog.pg_get_userbyid(l.userid) AS usename
-  FROM safe_upsert_conflicts_data() l
+         pg_catalog.pg_get_userbyid(l.userid) AS usename, l.operation, l.tombstone
+  FROM safe_upsert_conflict_rows() l
   JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) l.relid
   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
   ORDER BY l.id;
-CREATE VIEW safe_upsert_info AS SELECT * FROM safe_upsert_info_data();
+CREATE VIEW safe_upsert_info AS SELECT * FROM safe_upsert_info_row();
 COMMENT ON VIEW safe_upsert_info IS 'Capacity and use of pg_safeupsert''s shared memory, its notification pipeline, and this backend''s plan cache.';
 
 GRANT SELECT ON safe_upsert_stats, safe_upsert_conflicts, safe_upsert_info TO PUBLIC;
@@ -218,5 +369,4 @@ GRANT SELECT ON safe_upsert_stats, safe_upsert_conflicts, safe_upsert_info TO PU
 COMMENT ON VIEW safe_upsert_conflicts IS 'Recent committed conflicts on tables of the current database that the role may SELECT, oldest first.';
 "#,
     name = "stats_views",
-    requires = [safe_upsert_stats_data, safe_upsert_conflicts_data, safe_upsert_info_data],
 );

@@ -463,3 +463,24 @@ GRANT SELECT ON safe_upsert_tombstones TO PUBLIC;
     name = "tombstone_functions",
     requires = ["tombstone_tables"],
 );
+
+/// How many tombstones this database keeps, over all its tables.
+pub fn count() -> i64 {
+    Spi::connect(|_| {
+        let tables = registered(None);
+        if tables.is_empty() {
+            return 0;
+        }
+        as_role(catalog::extension_owner(), || {
+            tables
+                .iter()
+                .filter_map(|&(_, side)| catalog::syscache_table_name(side))
+                .map(|side| {
+                    execute(&format!("SELECT pg_catalog.count(*) FROM {side}"), &[]);
+                    // SAFETY: the statement returned one row of one bigint.
+                    unsafe { crate::upsert::cell::<i64>(0, 1) }.unwrap_or(0)
+                })
+                .sum()
+        })
+    })
+}

@@ -198,7 +198,7 @@ fn upsert_group(
             for r in 0..pg_sys::SPI_processed as usize {
                 let pos = position(r, rows.len());
                 refused.push(pos);
-                results.push((pos, Outcome::Stale, cell::<String>(r, 2)));
+                results.push((pos, Outcome::StaleByTombstone, cell::<String>(r, 2)));
             }
         }
         refused.sort_unstable();

@@ -16,6 +16,7 @@ use super::catalog::{self, Op, Request};
 use super::outcome::Outcome;
 use super::plan_cache::{self, Plan};
 use super::single::{cell, run};
+use super::tracking::{self, CallState};
 use super::{as_object, batch, check_table, input, json_arg, kept, name_arg, open_table, version_names, Args};
 use crate::error::{self, fields};
 use crate::tombstones::{self, as_role};
@@ -74,11 +75,18 @@ thread_local! {
 }
 
 fn call(args: Args, row: Value) -> pg_sys::Oid {
-    open_for_delete(&args);
-    Spi::connect(|_| {
-        let row = as_object(args.relid, &row);
-        let plan = delete_plan(&args, row.keys().map(String::as_str).collect());
-        delete_row(&plan, row).to_oid()
+    let state = CallState::default();
+    tracking::guard(args.relid, &state, Some(&row), || {
+        open_for_delete(&args);
+        state.opened.set(true);
+        Spi::connect(|_| {
+            let row = as_object(args.relid, &row);
+            let plan = delete_plan(&args, row.keys().map(String::as_str).collect());
+            *state.plan.borrow_mut() = Some(plan.clone());
+            let (outcome, stored_version) = delete_row(&plan, row);
+            tracking::record(&plan, outcome, row, stored_version);
+            outcome.to_oid()
+        })
     })
 }
 
@@ -127,7 +135,9 @@ fn delete_plan(args: &Args, keys: Vec<&str>) -> std::rc::Rc<Plan> {
     plan
 }
 
-fn delete_row(plan: &Plan, row: &Map<String, Value>) -> Outcome {
+/// Deletes one row; returns the outcome and, when it is stale, the newer version (the stored
+/// row's or the tombstone's) as JSON text.
+fn delete_row(plan: &Plan, row: &Map<String, Value>) -> (Outcome, Option<String>) {
     let Some(tomb) = &plan.tomb else { error::internal("the table's tombstones were not found after they were made") };
     let Some((delete, classify)) = tomb.delete else { error::internal("a delete's plan lacks its statements") };
     let (mut values, nulls) = input::convert(plan, row, &[]);
@@ -135,23 +145,23 @@ fn delete_row(plan: &Plan, row: &Map<String, Value>) -> Outcome {
     if recorded == 0 {
         // the key's tombstone is as new or newer: a replayed or an older delete
         return match notes.first() {
-            Some(note) => Outcome::of_kept(note.same_version, note.same_values, false),
-            None => Outcome::Stale,
+            Some(note) => (tombstone_kept(note.same_version), note.stored_version.clone()),
+            None => (Outcome::StaleByTombstone, None),
         };
     }
     if run(delete, &mut values, &nulls) == 1 {
-        return Outcome::Deleted;
+        return (Outcome::Deleted, None);
     }
     let unclaim = |values: &mut Vec<pg_sys::Datum>| as_role(tomb.owner, || run(tomb.unclaim, values, &nulls));
     if run(classify, &mut values, &nulls) == 1 {
         // SAFETY: classify returned one row of (text, bool).
-        let removable = unsafe { cell::<bool>(0, 2) } == Some(true);
+        let (stored, removable) = unsafe { (cell::<String>(0, 1), cell::<bool>(0, 2) == Some(true)) };
         if removable && catalog::row_security_applies(plan.relid) {
             error::delete_hidden_row(plan.table(), &plan.key_json(row).to_string());
         }
         // the stored row is newer, or a BEFORE DELETE trigger kept it: the key lives on
         unclaim(&mut values);
-        return if removable { Outcome::SkippedByTrigger } else { Outcome::Stale };
+        return if removable { (Outcome::SkippedByTrigger, None) } else { (Outcome::Stale, stored) };
     }
     if catalog::row_security_applies(plan.relid) {
         // a row hidden from the caller must not be taken for an absent one
@@ -160,7 +170,47 @@ fn delete_row(plan: &Plan, row: &Map<String, Value>) -> Outcome {
             error::delete_hidden_row(plan.table(), &plan.key_json(row).to_string());
         }
     }
-    Outcome::Absent
+    if written_after_snapshot(|| run_latest(classify, &mut values, &nulls)) {
+        error::delete_after_snapshot(plan.table(), &plan.key_json(row).to_string());
+    }
+    (Outcome::Absent, None)
+}
+
+/// At REPEATABLE READ and SERIALIZABLE, whether `latest` (a read of the stored row under a
+/// fresh snapshot) finds a row that the transaction's snapshot did not: a row committed since,
+/// which this delete would otherwise leave alive under its tombstone. As a concurrent update
+/// does, that is a serialization failure.
+fn written_after_snapshot(latest: impl FnOnce() -> u64) -> bool {
+    // SAFETY: plain read of the transaction's isolation level.
+    let snapshot_per_transaction = unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
+    snapshot_per_transaction && latest() > 0
+}
+
+/// `run` under the latest snapshot instead of the transaction's, as foreign-key checks read.
+fn run_latest(stmt: pg_sys::SPIPlanPtr, values: &mut [pg_sys::Datum], nulls: &[std::ffi::c_char]) -> u64 {
+    // SAFETY: inside an SPI connection; one value and null flag per parameter; the snapshot is
+    // pushed by SPI for the statement alone.
+    unsafe {
+        let rc = pg_sys::SPI_execute_snapshot(
+            stmt,
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            pg_sys::GetLatestSnapshot(),
+            std::ptr::null_mut(),
+            true,
+            false,
+            0,
+        );
+        if rc < 0 {
+            error::spi_failed("SPI_execute_snapshot", rc);
+        }
+        pg_sys::SPI_processed
+    }
+}
+
+/// The outcome of a delete whose key has a tombstone at least as new: a replay, or stale.
+fn tombstone_kept(same_version: Option<bool>) -> Outcome {
+    if same_version == Some(true) { Outcome::Duplicate } else { Outcome::StaleByTombstone }
 }
 
 #[pg_extern(sql = false)]
@@ -214,27 +264,37 @@ COMMENT ON FUNCTION safe_delete_many(regclass, jsonb, name[], name[]) IS
 );
 
 fn call_many(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
-    open_for_delete(&args);
-    Spi::connect(|_| {
-        let rows: Vec<&Map<String, Value>> = match &rows {
-            Value::Array(rows) => rows.iter().enumerate().map(|(i, r)| batch::at_row(i, || as_object(args.relid, r))).collect(),
-            _ => error::rows_not_array(&catalog::table_name(args.relid)),
-        };
-        let mut outcomes = Vec::with_capacity(rows.len());
-        for positions in batch::groups(&rows) {
-            let keys = rows[positions[0]].keys().map(String::as_str).collect();
-            let plan = batch::at_row(positions[0], || delete_plan(&args, keys));
-            for (pos, outcome) in delete_group(&plan, &rows, &positions) {
-                outcomes.push((pos as i32 + 1, outcome.to_oid()));
+    let state = CallState::default();
+    tracking::guard(args.relid, &state, None, || {
+        open_for_delete(&args);
+        state.opened.set(true);
+        Spi::connect(|_| {
+            let rows: Vec<&Map<String, Value>> = match &rows {
+                Value::Array(rows) => rows.iter().enumerate().map(|(i, r)| batch::at_row(i, || as_object(args.relid, r))).collect(),
+                _ => error::rows_not_array(&catalog::table_name(args.relid)),
+            };
+            let mut outcomes = Vec::with_capacity(rows.len());
+            for positions in batch::groups(&rows) {
+                let keys = rows[positions[0]].keys().map(String::as_str).collect();
+                let plan = batch::at_row(positions[0], || delete_plan(&args, keys));
+                *state.plan.borrow_mut() = Some(plan.clone());
+                let mut done = delete_group(&plan, &rows, &positions);
+                done.sort_unstable_by_key(|(pos, _, _)| *pos); // conflicts are logged in input order
+                for (pos, outcome, stored_version) in done {
+                    pgrx::pg_sys::check_for_interrupts!();
+                    tracking::record(&plan, outcome, rows[pos], stored_version);
+                    outcomes.push((pos as i32 + 1, outcome.to_oid()));
+                }
             }
-        }
-        outcomes.sort_unstable_by_key(|(ord, _)| *ord);
-        outcomes
+            outcomes.sort_unstable_by_key(|(ord, _)| *ord);
+            outcomes
+        })
     })
 }
 
-/// Deletes one group of rows (one set of columns); returns (position, outcome) per row.
-fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) -> Vec<(usize, Outcome)> {
+/// Deletes one group of rows (one set of columns); returns (position, outcome, newer version
+/// for a stale row) per row.
+fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) -> Vec<(usize, Outcome, Option<String>)> {
     let Some(tomb) = &plan.tomb else { error::internal("the table's tombstones were not found after they were made") };
     let batch = batch::batch_plan(plan);
     let statements = plan.batch_tomb(tomb, batch);
@@ -263,19 +323,22 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
     let mut recorded = Vec::new();
     let mut kept_winners = Vec::new();
     for (r, pos) in ords(n).into_iter().enumerate() {
-        // SAFETY: rows of (int, bool, bool, bool, bigint).
+        // SAFETY: rows of (int, bool, bool, bool, bigint, text).
         let (winner, fresh, same, seq) = unsafe { (cell::<bool>(r, 2), cell::<bool>(r, 3), cell::<bool>(r, 4), cell::<i64>(r, 5)) };
         match (winner, fresh) {
             (Some(true), Some(true)) => recorded.push(pos),
             (Some(true), _) => kept_winners.push((seq.unwrap_or(0), pos)),
-            _ => results.push((pos, if same == Some(true) { Outcome::Duplicate } else { Outcome::Stale })),
+            // compared with the row that won its key in this batch
+            _ if same == Some(true) => results.push((pos, Outcome::Duplicate, None)),
+            // SAFETY: as above.
+            _ => results.push((pos, Outcome::Stale, unsafe { cell::<String>(r, 6) })),
         }
     }
     // Winners whose key has an equal or newer tombstone: the notes say which, in key order.
     kept_winners.sort_unstable();
     if notes.len() == kept_winners.len() {
         for ((_, pos), note) in kept_winners.iter().zip(&notes) {
-            results.push((*pos, Outcome::of_kept(note.same_version, note.same_values, false)));
+            results.push((*pos, tombstone_kept(note.same_version), note.stored_version.clone()));
         }
     } else if !kept_winners.is_empty() {
         let picks: Vec<usize> = kept_winners.iter().map(|&(_, p)| index_of(p)).collect();
@@ -284,10 +347,10 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
         for (r, pos) in ords(n).into_iter().enumerate() {
             // SAFETY: rows of (int, bool).
             let same = unsafe { cell::<bool>(r, 2) } == Some(true);
-            results.push((pos, if same { Outcome::Duplicate } else { Outcome::Stale }));
+            results.push((pos, tombstone_kept(Some(same)), None));
             seen.push(pos);
         }
-        results.extend(kept_winners.iter().filter(|(_, p)| !seen.contains(p)).map(|&(_, p)| (p, Outcome::Stale)));
+        results.extend(kept_winners.iter().filter(|(_, p)| !seen.contains(p)).map(|&(_, p)| (p, Outcome::StaleByTombstone, None)));
     }
     if recorded.is_empty() {
         return results;
@@ -297,7 +360,7 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
     let picks: Vec<usize> = recorded.iter().map(|&p| index_of(p)).collect();
     let n = exec(delete_rows, &picks);
     let deleted = ords(n);
-    results.extend(deleted.iter().map(|&p| (p, Outcome::Deleted)));
+    results.extend(deleted.iter().map(|&p| (p, Outcome::Deleted, None)));
     let rest: Vec<usize> = recorded.iter().copied().filter(|p| !deleted.contains(p)).collect();
     if rest.is_empty() {
         return results;
@@ -308,11 +371,11 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
     let mut living = Vec::new();
     for (r, pos) in ords(n).into_iter().enumerate() {
         // SAFETY: rows of (int, text, bool).
-        let removable = unsafe { cell::<bool>(r, 3) } == Some(true);
+        let (stored, removable) = unsafe { (cell::<String>(r, 2), cell::<bool>(r, 3) == Some(true)) };
         if removable && rls {
             batch::at_row(pos, || error::delete_hidden_row(plan.table(), &plan.key_json(rows[pos]).to_string()));
         }
-        results.push((pos, if removable { Outcome::SkippedByTrigger } else { Outcome::Stale }));
+        results.push(if removable { (pos, Outcome::SkippedByTrigger, None) } else { (pos, Outcome::Stale, stored) });
         living.push(pos);
     }
     let absent: Vec<usize> = rest.iter().copied().filter(|p| !living.contains(p)).collect();
@@ -323,7 +386,17 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
             batch::at_row(pos, || error::delete_hidden_row(plan.table(), &plan.key_json(rows[pos]).to_string()));
         }
     }
-    results.extend(absent.iter().map(|&p| (p, Outcome::Absent)));
+    if !absent.is_empty() {
+        let picks: Vec<usize> = absent.iter().map(|&p| index_of(p)).collect();
+        let mut params = batch::params(batch, &converted, &picks);
+        let not_null = vec![input::NOT_NULL; params.len()];
+        if written_after_snapshot(|| run_latest(classify, &mut params, &not_null)) {
+            // SAFETY: the read returned rows whose first column is a position.
+            let pos = unsafe { batch::position(0, rows.len()) };
+            batch::at_row(pos, || error::delete_after_snapshot(plan.table(), &plan.key_json(rows[pos]).to_string()));
+        }
+    }
+    results.extend(absent.iter().map(|&p| (p, Outcome::Absent, None)));
     if !living.is_empty() {
         // the key lives on: its tombstone goes
         living.sort_unstable();

@@ -22,6 +22,9 @@ pub enum Outcome {
     Deleted,
     /// safe_delete: no stored row; the tombstone is recorded all the same
     Absent,
+    /// `stale` to SQL: refused by the key's tombstone rather than by a stored row (the
+    /// conflict log says which)
+    StaleByTombstone,
 }
 
 /// The enum's labels, in order; a label is never removed or moved, new ones go at the end.
@@ -63,10 +66,14 @@ impl Outcome {
             LABEL_OIDS.with(|c| c.set(Some(oids)));
             oids
         });
-        let oid = oids[self as usize];
+        let label = match self {
+            Outcome::StaleByTombstone => Outcome::Stale as usize,
+            other => other as usize,
+        };
+        let oid = oids[label];
         if oid == pg_sys::InvalidOid {
             // a label that the installed SQL (an older version's) does not have yet
-            crate::error::extension_object_missing(&format!("label \"{}\" of type safe_upsert_outcome", LABELS[self as usize]));
+            crate::error::extension_object_missing(&format!("label \"{}\" of type safe_upsert_outcome", LABELS[label]));
         }
         oid
     }

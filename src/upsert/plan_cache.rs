@@ -313,6 +313,11 @@ impl Plan {
         *batch.classify.get_or_init(|| prepare_custom(&self.shape.batch_classify_sql(), &mut batch.argtypes.clone()))
     }
 
+    /// A plan of safe_delete's.
+    pub fn is_delete(&self) -> bool {
+        self.tomb.as_ref().is_some_and(|t| t.delete.is_some())
+    }
+
     /// The batch statements on the tombstones.
     pub fn batch_tomb<'a>(&self, tomb: &'a TombPlan, batch: &BatchPlan) -> &'a BatchTomb {
         tomb.batch.get_or_init(|| {

@@ -42,7 +42,7 @@ pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outc
     let (claimed, older, version) = unsafe { (cell::<bool>(0, 1), cell::<bool>(0, 2), cell::<String>(0, 3)) };
     if claimed != Some(true) && older != Some(true) {
         // deleted at this version or later: a delete wins equal versions
-        return (Outcome::Stale, version);
+        return (Outcome::StaleByTombstone, version);
     }
     let written = write_row(plan, on_tie, row, &mut values, &nulls);
     as_role(tomb.owner, || run(tomb.unclaim, &mut values, &nulls));

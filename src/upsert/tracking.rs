@@ -23,17 +23,23 @@ pub struct CallState {
     pub plan: RefCell<Option<Rc<Plan>>>,
 }
 
-/// The upsert counter of an outcome; None for the outcomes only deletes have.
-fn counter(outcome: Outcome) -> Option<Counter> {
-    Some(match outcome {
-        Outcome::Inserted => Counter::Inserted,
-        Outcome::Updated => Counter::Updated,
-        Outcome::Stale => Counter::Stale,
-        Outcome::Duplicate => Counter::Duplicate,
-        Outcome::Tie => Counter::Tie,
-        Outcome::SkippedByTrigger => Counter::SkippedByTrigger,
-        Outcome::Deleted | Outcome::Absent => return None,
-    })
+/// The counter of an upsert's or a delete's outcome.
+fn counter(delete: bool, outcome: Outcome) -> Counter {
+    match (delete, outcome) {
+        (false, Outcome::Inserted) => Counter::Inserted,
+        (false, Outcome::Updated) => Counter::Updated,
+        (false, Outcome::Stale | Outcome::StaleByTombstone) => Counter::Stale,
+        (false, Outcome::Duplicate) => Counter::Duplicate,
+        (false, Outcome::Tie) => Counter::Tie,
+        (false, Outcome::SkippedByTrigger) => Counter::SkippedByTrigger,
+        (true, Outcome::Stale | Outcome::StaleByTombstone) => Counter::DeleteStale,
+        (true, Outcome::Duplicate) => Counter::DeleteDuplicate,
+        (true, Outcome::SkippedByTrigger) => Counter::DeleteSkippedByTrigger,
+        (true, Outcome::Deleted) => Counter::Deleted,
+        (true, Outcome::Absent) => Counter::Absent,
+        // never produced: a delete neither inserts, updates nor ties, an upsert never deletes
+        (true, Outcome::Inserted | Outcome::Updated | Outcome::Tie) | (false, Outcome::Deleted | Outcome::Absent) => Counter::Errors,
+    }
 }
 
 /// Runs a call, noting its failure (if tracking is on) before re-raising the error. The note is
@@ -59,10 +65,12 @@ pub fn record(plan: &Plan, outcome: Outcome, row: &Map<String, Value>, stored_ve
     if !stats::tracking() {
         return;
     }
-    let Some(kind) = counter(outcome) else { return };
+    let kind = counter(plan.is_delete(), outcome);
     stats::outcome(plan.relid, kind);
-    if matches!(kind, Counter::Stale | Counter::Tie) && stats::logging() {
-        stats::conflict(describe(plan, row, kind, stored_version));
+    if matches!(kind, Counter::Stale | Counter::Tie | Counter::DeleteStale) && stats::logging() {
+        let mut record = describe(plan, row, kind, stored_version);
+        record.tombstone = outcome == Outcome::StaleByTombstone;
+        stats::conflict(record);
     }
 }
 

@@ -170,7 +170,8 @@ impl Shape {
     /// version (of equals, the first row), recorded or raised in key order; a kept one notes
     /// why, in that order (`kept.rs`). Returns per input row (position, whether it won its key,
     /// for winners whether the tombstone was recorded, for the others whether their version
-    /// equals the winner's, and the key's place in key order).
+    /// equals the winner's, the key's place in key order, and for the others the winner's
+    /// version as JSON text).
     pub fn batch_tombstone_sql(&self) -> String {
         let cols = self.key_and_versions();
         let names: Vec<&str> = cols.iter().map(|&i| self.columns[i].name.as_str()).collect();
@@ -195,10 +196,10 @@ impl Shape {
                           WHERE {RANK} OPERATOR(pg_catalog.=) 1 ORDER BY {SEQ} \
                           ON CONFLICT ({key}) DO UPDATE SET {set} \
                           WHERE {older} OR {kept}({same_version}, true, {version}) RETURNING {returning}) \
-             SELECT r.{ORD}, true, w.{first_key} IS NOT NULL, NULL::pg_catalog.bool, r.{SEQ} \
+             SELECT r.{ORD}, true, w.{first_key} IS NOT NULL, NULL::pg_catalog.bool, r.{SEQ}, NULL::pg_catalog.text \
              FROM ranked r LEFT JOIN recorded w ON {recorded_key} WHERE r.{RANK} OPERATOR(pg_catalog.=) 1 \
              UNION ALL \
-             SELECT r.{ORD}, false, NULL::pg_catalog.bool, {loser_same}, r.{SEQ} \
+             SELECT r.{ORD}, false, NULL::pg_catalog.bool, {loser_same}, r.{SEQ}, {winner_version} \
              FROM ranked r JOIN ranked wr ON wr.{RANK} OPERATOR(pg_catalog.=) 1 AND {winner_key} \
              WHERE r.{RANK} OPERATOR(pg_catalog.>) 1",
             input = self.batch_input(),
@@ -216,6 +217,7 @@ impl Shape {
             first_key = self.columns[self.key[0].index].name,
             recorded_key = self.key_eq("w", "r"),
             loser_same = self.same_version("wr", &incoming),
+            winner_version = self.version_json("wr"),
             winner_key = self.key_eq("wr", "r"),
         )
     }
@@ -327,8 +329,8 @@ mod tests {
         for part in [
             r#"PARTITION BY i."id" ORDER BY i."date" DESC, i."pg_safeupsert_ord") AS "pg_safeupsert_rank""#,
             r#"WHERE "pg_safeupsert_rank" OPERATOR(pg_catalog.=) 1 ORDER BY "pg_safeupsert_seq" ON CONFLICT ("id") DO UPDATE SET "date" = EXCLUDED."date", "safe_upsert_deleted_at" = EXCLUDED."safe_upsert_deleted_at" WHERE (tb."date" IS NULL OR tb."date" OPERATOR(pg_catalog.<) EXCLUDED."date") OR "ext"."safe_upsert_kept"("#,
-            r#"SELECT r."pg_safeupsert_ord", true, w."id" IS NOT NULL, NULL::pg_catalog.bool, r."pg_safeupsert_seq" FROM ranked r LEFT JOIN recorded w ON w."id" OPERATOR(pg_catalog.=) r."id""#,
-            r#"SELECT r."pg_safeupsert_ord", false, NULL::pg_catalog.bool, wr."date" OPERATOR(pg_catalog.=) r."date", r."pg_safeupsert_seq""#,
+            r#"SELECT r."pg_safeupsert_ord", true, w."id" IS NOT NULL, NULL::pg_catalog.bool, r."pg_safeupsert_seq", NULL::pg_catalog.text FROM ranked r LEFT JOIN recorded w ON w."id" OPERATOR(pg_catalog.=) r."id""#,
+            r#"SELECT r."pg_safeupsert_ord", false, NULL::pg_catalog.bool, wr."date" OPERATOR(pg_catalog.=) r."date", r."pg_safeupsert_seq", pg_catalog.to_jsonb(wr."date")::pg_catalog.text"#,
         ] {
             assert!(sql.contains(part), "{part}\n not in\n{sql}");
         }
