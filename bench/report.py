@@ -172,6 +172,22 @@ def build(results):
         t.add("5 deletes", "safe_upsert on a table without tombstones", fmt(m["upsert_plain"], u), "itself", 1.0,
               runs=runs_text(tps["upsert_plain"]))
 
+    if "delete_batch" in s:
+        d = s["delete_batch"]
+        m, rr = d["median"], d["rows_per_s"]
+        R = per_round(rr)
+        u = "rows/s"
+        t.add("6 delete batches of 1,000", "safe_delete_many", fmt(m["safe_delete_many"], u),
+              "hand-written DELETE ... USING + tombstone upsert", R("safe_delete_many", "handwritten"), "≥ 0.8",
+              R("safe_delete_many", "handwritten") >= 0.8, runs_text(rr["safe_delete_many"]))
+        t.add("6 delete batches of 1,000", "hand-written DELETE ... USING + tombstone upsert", fmt(m["handwritten"], u),
+              "itself", 1.0, runs=runs_text(rr["handwritten"]))
+        t.add("6 delete batches of 1,000", "safe_upsert_many on a table with tombstones", fmt(m["upsert_tombstoned"], u),
+              "safe_upsert_many, same table without", R("upsert_tombstoned", "upsert_plain"), "≥ 0.9",
+              R("upsert_tombstoned", "upsert_plain") >= 0.9, runs_text(rr["upsert_tombstoned"]))
+        t.add("6 delete batches of 1,000", "safe_upsert_many on a table without tombstones", fmt(m["upsert_plain"], u),
+              "itself", 1.0, runs=runs_text(rr["upsert_plain"]))
+
     if "memory" in s:
         d = s["memory"]
         samples = [x for x in d["samples"] if x["calls"] > 0]
@@ -345,6 +361,12 @@ def details(results):
             out.append("```\n" + (o.get("output") or o.get("error", "")) + "\n```\n")
         for name, text in d["scripts"].items():
             out.append(f"<details><summary>{name}</summary>\n\n```\n{text}```\n</details>\n")
+    if "delete_batch" in s:
+        d = s["delete_batch"]
+        out.append(f"**6 delete batches.** {d['batches']} batches of {d['batch']} rows x {d['rounds']} rounds, one transaction "
+                   "a batch, each contender on a fresh table, contenders alternating; see bench/suite_delete_batch.py.\n")
+        for name, text in d["sql"].items():
+            out.append(f"<details><summary>{name}: {d['labels'][name]}</summary>\n\n```\n{text}\n```\n</details>\n")
     if "delete" in s:
         d = s["delete"]
         out.append(f"**5 deletes.** pgbench -M prepared, {d['clients']} clients, {d['seconds']} s x {d['rounds']} rounds, "

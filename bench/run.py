@@ -2,7 +2,7 @@
 then writes bench/results/ (results.md, chart.png, results.json) and prints the table.
 
   QUICK=1           smoke size (see common.SIZES)
-  BENCH_SUITES=1,3  only these suites (1 single row, 2 batches, 3 notifications, 4 memory, 5 deletes)
+  BENCH_SUITES=1,3  only these suites (1 single row, 2 batches, 3 notifications, 4 memory, 5 deletes, 6 delete batches)
 """
 
 import json
@@ -20,13 +20,15 @@ import psycopg  # noqa: E402
 import report  # noqa: E402
 import suite_batch  # noqa: E402
 import suite_delete  # noqa: E402
+import suite_delete_batch  # noqa: E402
 import suite_memory  # noqa: E402
 import suite_notify  # noqa: E402
 import suite_single  # noqa: E402
 from common import DBNAME, HERE, QUICK, RESULTS, SIZES, connect, dsn, log  # noqa: E402
 
 SUITES = {"1": ("single", suite_single), "2": ("batch", suite_batch), "3": ("notify", suite_notify),
-          "4": ("memory", suite_memory), "5": ("delete", suite_delete)}
+          "4": ("memory", suite_memory), "5": ("delete", suite_delete),
+          "6": ("delete_batch", suite_delete_batch)}
 
 
 def fresh_database():
@@ -83,7 +85,7 @@ def machine():
 
 
 def main():
-    wanted = [s.strip() for s in os.environ.get("BENCH_SUITES", "1,2,3,4,5").split(",") if s.strip()]
+    wanted = [s.strip() for s in os.environ.get("BENCH_SUITES", "1,2,3,4,5,6").split(",") if s.strip()]
     t0 = time.time()
     log(f"bench: {'QUICK ' if QUICK else ''}suites {', '.join(wanted)}; sizes {SIZES}")
     fresh_database()

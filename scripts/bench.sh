@@ -6,7 +6,8 @@
 #
 #   make bench            default size, about 10 minutes on 2 cores (5 rounds of each contender)
 #   make bench QUICK=1    smoke size, under 2 minutes (1 short round)
-#   BENCH_SUITES=1,3 make bench    only some suites (1 single row, 2 batches, 3 notify, 4 memory, 5 deletes)
+#   BENCH_SUITES=1,3 make bench    only some suites (1 single row, 2 batches, 3 notify, 4 memory, 5 deletes,
+#                                  6 delete batches)
 #   BENCH_KEEP=1 make bench        leave the server up afterwards (scripts/cluster.sh stop bench)
 #
 # The server runs a private copy of PostgreSQL 15 ($BENCH_PG) holding the release build made by

@@ -213,12 +213,12 @@ fn upsert_group(
     if let Some((tomb, statements)) = tomb {
         let unclaim = statements.unclaim;
         // SAFETY: inside an SPI connection; the same parameters as the write.
-        as_role(tomb.owner, || unsafe {
+        plan_cache::with_key_lookups(|| as_role(tomb.owner, || unsafe {
             let rc = pg_sys::SPI_execute_plan(unclaim, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
             if rc < 0 {
                 error::spi_failed("SPI_execute_plan", rc);
             }
-        });
+        }));
     }
     results
 }

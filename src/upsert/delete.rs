@@ -313,6 +313,9 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
             pg_sys::SPI_processed as usize
         }
     };
+    // the statements that reach the table by key (not the tombstones', which join the batch's
+    // own rows, where hash joins are what they need)
+    let lookup = |stmt: pg_sys::SPIPlanPtr, picks: &[usize]| plan_cache::with_key_lookups(|| exec(stmt, picks));
     // SAFETY (for the cell reads below): each statement's rows are read right after it ran,
     // with the columns its builder documents.
     let ords = |n: usize| -> Vec<usize> { (0..n).map(|r| unsafe { batch::position(r, rows.len()) }).collect() };
@@ -358,7 +361,7 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
     // The stored rows of the recorded tombstones, removed where not newer.
     recorded.sort_unstable();
     let picks: Vec<usize> = recorded.iter().map(|&p| index_of(p)).collect();
-    let n = exec(delete_rows, &picks);
+    let n = lookup(delete_rows, &picks);
     let deleted = ords(n);
     results.extend(deleted.iter().map(|&p| (p, Outcome::Deleted, None)));
     let rest: Vec<usize> = recorded.iter().copied().filter(|p| !deleted.contains(p)).collect();
@@ -366,7 +369,7 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
         return results;
     }
     let picks: Vec<usize> = rest.iter().map(|&p| index_of(p)).collect();
-    let n = exec(classify, &picks);
+    let n = lookup(classify, &picks);
     let rls = catalog::row_security_applies(plan.relid);
     let mut living = Vec::new();
     for (r, pos) in ords(n).into_iter().enumerate() {
@@ -382,7 +385,7 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
     if rls && !absent.is_empty() {
         let owner = catalog::relation_owner(plan.relid).unwrap_or_else(|| error::table_missing(plan.relid.to_u32()));
         let picks: Vec<usize> = absent.iter().map(|&p| index_of(p)).collect();
-        if let Some(&pos) = ords(as_role(owner, || exec(classify, &picks))).first() {
+        if let Some(&pos) = ords(as_role(owner, || lookup(classify, &picks))).first() {
             batch::at_row(pos, || error::delete_hidden_row(plan.table(), &plan.key_json(rows[pos]).to_string()));
         }
     }
@@ -401,7 +404,7 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
         // the key lives on: its tombstone goes
         living.sort_unstable();
         let picks: Vec<usize> = living.iter().map(|&p| index_of(p)).collect();
-        as_role(tomb.owner, || exec(statements.unclaim, &picks));
+        as_role(tomb.owner, || lookup(statements.unclaim, &picks));
     }
     results
 }

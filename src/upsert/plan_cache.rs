@@ -560,3 +560,33 @@ pub fn cached(relid: pg_sys::Oid) -> Option<bool> {
             .map(|(p, _)| p.tomb.is_some())
     })
 }
+
+/// Runs `f`, whose statements over a batch's rows reach the table by key, with hash and merge
+/// joins off: planned for each call's arrays, such a statement would otherwise read a whole
+/// table of moderate size to join a thousand keys, where a thousand index lookups cost a
+/// fraction of it. Set as a function's `SET` clause sets: for the statements of `f` alone,
+/// undone after it (or by the rollback of an error).
+pub fn with_key_lookups<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: a new GUC nest level, popped below; set_config_option with GUC_ACTION_SAVE keeps
+    // the previous values for AtEOXact_GUC to restore, as fmgr does for SET clauses.
+    let level = unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        for name in [c"enable_hashjoin", c"enable_mergejoin"] {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                c"off".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        level
+    };
+    let r = f();
+    // SAFETY: pops the level pushed above.
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
+    r
+}
