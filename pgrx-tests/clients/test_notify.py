@@ -426,6 +426,32 @@ def test_stale_and_tie_arrive_after_commit(pg, client):
     print(f"{client}: commit to notification {delay * 1000:.1f} ms")
 
 
+def test_stale_deletes_and_writes_refused_by_a_tombstone_are_notified_with_their_operation(pg):
+    table = pg.table()
+    listener = pg.listen()
+    writer = pg.connect(autocommit=False)
+    delete = "SELECT safe_delete(%s, jsonb_build_object('k', %s, 'ver', %s), 'ver')::text"
+    assert writer.execute(delete, (table, 1, 5)).fetchone()[0] == "stale"  # stored at 10
+    assert writer.execute(delete, (table, 2, 20)).fetchone()[0] == "deleted"
+    assert upsert(writer, table, 2, "late", 15) == "stale"  # the tombstone is at 20
+    listener.drain(SETTLE)
+    assert listener.about(table) == [], "notified before commit"
+    writer.commit()
+    # one notification per table, kind and operation
+    notes = listener.expect(table, "stale", count=2)
+    by_op = {n["op"]: n for n in notes}
+    assert sorted(by_op) == ["delete", "upsert"], notes
+    for op, n in by_op.items():
+        assert_minimal(n, "app", table, "stale", 1, op=op)
+    reader = pg.connect()
+    [row] = assert_logged(reader, by_op["delete"])
+    assert (row["key"], row["stored_version"], row["incoming_version"]) == ({"k": 1}, 10, 5)
+    [row] = assert_logged(reader, by_op["upsert"])
+    assert (row["key"], row["stored_version"], row["incoming_version"]) == ({"k": 2}, 20, 15)
+    listener.drain(SETTLE)
+    assert len(listener.about(table)) == 2
+
+
 def test_one_notification_per_table_and_kind(pg):
     a, b = pg.table(), pg.table()
     listener = pg.listen()
