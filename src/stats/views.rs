@@ -249,7 +249,7 @@ fn info_values(tombstones: bool) -> (i64, i32, i64, i32, i64, Option<TimestampWi
     let q = crate::notify::queue().unwrap_or_else(|| crate::error::not_preloaded());
     let (pending, workers) = q.pending_and_workers();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed) as i64;
-    let row = (
+    (
         s.tables_in_use() as i64,
         h.max_tables as i32,
         h.evicted.load(std::sync::atomic::Ordering::Relaxed) as i64,
@@ -269,8 +269,7 @@ fn info_values(tombstones: bool) -> (i64, i32, i64, i32, i64, Option<TimestampWi
         workers as i32,
         h.log_skipped.load(std::sync::atomic::Ordering::Relaxed) as i64,
         if tombstones { crate::tombstones::count() } else { 0 },
-    );
-    row
+    )
 }
 
 /// 0.1.0's `safe_upsert_info_data()`, kept for databases not updated yet.

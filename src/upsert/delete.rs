@@ -316,9 +316,11 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
     // the statements that reach the table by key (not the tombstones', which join the batch's
     // own rows, where hash joins are what they need)
     let lookup = |stmt: pg_sys::SPIPlanPtr, picks: &[usize]| plan_cache::with_key_lookups(|| exec(stmt, picks));
-    // SAFETY (for the cell reads below): each statement's rows are read right after it ran,
-    // with the columns its builder documents.
-    let ords = |n: usize| -> Vec<usize> { (0..n).map(|r| unsafe { batch::position(r, rows.len()) }).collect() };
+    // The positions in column 1 of the last statement's n rows.
+    let ords = |n: usize| -> Vec<usize> {
+        // SAFETY: called right after a batch statement whose rows begin with a position.
+        (0..n).map(|r| unsafe { batch::position(r, rows.len()) }).collect()
+    };
 
     let all: Vec<usize> = (0..positions.len()).collect();
     let mut results = Vec::with_capacity(positions.len());
