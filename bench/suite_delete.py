@@ -11,7 +11,7 @@
     upsert takes on its key.
 """
 
-from common import SIZES, connect, log, median, pgbench, rotated, set_notify, versioned_table
+from common import KEYS, SIZES, connect, log, median, pgbench, rotated, set_notify, versioned_table
 from suite_single import HEADER as UPSERT_HEADER, JSON_ROW
 
 TABLE = "bench5"
@@ -59,15 +59,19 @@ LABELS = {
 }
 
 
-def fresh(conn, tombstones):
+def fresh(conn, table, tombstones):
+    """Suite 1's table `table`, no tombstones anywhere, and the hand-written contenders' own
+    tombstone table `<table>_tomb`; with `tombstones`, 10,000 tombstones of keys no workload
+    sends."""
     conn.execute("SELECT safe_upsert_purge_tombstones()")
-    versioned_table(conn, TABLE)
-    conn.execute(f"DROP TABLE IF EXISTS {TABLE}_tomb")
-    conn.execute(f"CREATE TABLE {TABLE}_tomb (id bigint PRIMARY KEY, version bigint NOT NULL, deleted_at timestamptz NOT NULL)")
+    versioned_table(conn, table)
+    conn.execute(f"DROP TABLE IF EXISTS {table}_tomb")
+    conn.execute(f"CREATE TABLE {table}_tomb (id bigint PRIMARY KEY, version bigint NOT NULL, deleted_at timestamptz NOT NULL)")
     if tombstones:
-        conn.execute(f"""SELECT count(safe_delete('{TABLE}', jsonb_build_object('id', g, 'version', 1), 'version'))
-                         FROM generate_series(200001, 210000) g""")
-        conn.execute(f"VACUUM ANALYZE safe_upsert_data.{TABLE}_tombstones")
+        conn.execute(f"""SELECT count(*) FROM safe_delete_many('{table}',
+                         (SELECT jsonb_agg(jsonb_build_object('id', g, 'version', 1)) FROM generate_series(20 * {KEYS}, 20 * {KEYS} + 9999) g),
+                         'version')""")
+        conn.execute(f"VACUUM ANALYZE safe_upsert_data.{table}_tombstones")
     conn.execute("CHECKPOINT")
 
 
@@ -76,13 +80,13 @@ def run():
     tps = {name: [] for name in CONTENDERS}
     with connect() as conn:
         set_notify(conn, True)
-        fresh(conn, False)
+        fresh(conn, TABLE, False)
         pgbench(CONTENDERS["safe_delete"][0], clients=CLIENTS, seconds=min(5, SIZES.single_secs),
                 defines={"n": 0, "nc": CLIENTS}, pgoptions="-c synchronous_commit=off")
         for r in range(SIZES.rounds):
             for name in rotated(list(CONTENDERS), r):
                 script, tombstones = CONTENDERS[name]
-                fresh(conn, tombstones)
+                fresh(conn, TABLE, tombstones)
                 res = pgbench(script, clients=CLIENTS, seconds=SIZES.single_secs, defines={"n": 0, "nc": CLIENTS},
                               pgoptions="-c synchronous_commit=off")
                 tps[name].append(res.tps)

@@ -15,8 +15,9 @@ import json
 import random
 import time
 
-from common import KEYS, SIZES, UPDATE_ZONE, check_stale_zone, connect, log, median, rotated, versioned_table
+from common import KEYS, SIZES, UPDATE_ZONE, check_stale_zone, connect, log, median, rotated
 from suite_batch import BATCH, make_batches
+from suite_delete import fresh
 
 TABLE = "bench6"
 
@@ -65,19 +66,6 @@ def delete_batches(count, seed=6):
     return batches
 
 
-def fresh(conn, tombstones):
-    conn.execute("SELECT safe_upsert_purge_tombstones()")
-    versioned_table(conn, TABLE)
-    conn.execute(f"DROP TABLE IF EXISTS {TABLE}_tomb")
-    conn.execute(f"CREATE TABLE {TABLE}_tomb (id bigint PRIMARY KEY, version bigint NOT NULL, deleted_at timestamptz NOT NULL)")
-    if tombstones:
-        conn.execute(f"""SELECT count(*) FROM safe_delete_many('{TABLE}',
-                         (SELECT jsonb_agg(jsonb_build_object('id', g, 'version', 1)) FROM generate_series(20 * {KEYS}, 20 * {KEYS} + 9999) g),
-                         'version')""")
-        conn.execute(f"VACUUM ANALYZE safe_upsert_data.{TABLE}_tombstones")
-    conn.execute("CHECKPOINT")
-
-
 def write(name, batches):
     with connect(autocommit=False) as conn:
         conn.execute("SET synchronous_commit = off")
@@ -101,11 +89,11 @@ def run():
     rates = {n: [] for n in names}
     states = {}
     with connect() as conn:
-        fresh(conn, False)
+        fresh(conn, TABLE, False)
         write("safe_delete_many", deletes[:3])  # warm-up, not measured
         for r in range(SIZES.rounds):
             for name in rotated(names, r):
-                fresh(conn, name == "upsert_tombstoned")
+                fresh(conn, TABLE, name == "upsert_tombstoned")
                 rate = write(name, upserts if name.startswith("upsert") else deletes)
                 check_stale_zone(conn, TABLE)
                 if not name.startswith("upsert"):

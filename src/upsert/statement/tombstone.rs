@@ -61,22 +61,27 @@ impl Shape {
         format!("DELETE FROM {} AS tb WHERE {}", self.side(), key.join(" AND "))
     }
 
-    /// A delete's tombstone: recorded, or raised to the incoming version if the stored one is
-    /// older; an equal or newer one is kept, and the kept note (`kept.rs`) says which. Returns
-    /// one row (true when recorded anew) unless kept.
-    pub fn tombstone_sql(&self) -> String {
-        let incoming = |i: usize| self.col("EXCLUDED", i);
+    /// The SET list that raises a kept tombstone to the incoming delete's version and time.
+    fn raise_tombstone(&self) -> String {
         let set: Vec<String> = self
             .versions
             .iter()
             .map(|v| format!("{c} = EXCLUDED.{c}", c = self.columns[v.index].name))
             .chain(std::iter::once(format!("{DELETED_AT} = EXCLUDED.{DELETED_AT}")))
             .collect();
+        set.join(", ")
+    }
+
+    /// A delete's tombstone: recorded, or raised to the incoming version if the stored one is
+    /// older; an equal or newer one is kept, and the kept note (`kept.rs`) says which. Returns
+    /// one row (true when recorded anew) unless kept.
+    pub fn tombstone_sql(&self) -> String {
+        let incoming = |i: usize| self.col("EXCLUDED", i);
         format!(
             "{insert} DO UPDATE SET {set} WHERE {older} OR {kept}({same_version}, true, {version}) \
              RETURNING tb.xmax OPERATOR(pg_catalog.=) 0",
             insert = self.insert_tombstone(),
-            set = set.join(", "),
+            set = self.raise_tombstone(),
             older = self.older("tb", &incoming, 0),
             kept = self.kept,
             same_version = self.same_version("tb", &incoming),
@@ -177,12 +182,6 @@ impl Shape {
         let names: Vec<&str> = cols.iter().map(|&i| self.columns[i].name.as_str()).collect();
         let partition: Vec<String> = self.key.iter().map(|k| self.col("i", k.index)).collect();
         let order: Vec<String> = self.versions.iter().map(|v| format!("{} DESC", self.col("i", v.index))).collect();
-        let set: Vec<String> = self
-            .versions
-            .iter()
-            .map(|v| format!("{c} = EXCLUDED.{c}", c = self.columns[v.index].name))
-            .chain(std::iter::once(format!("{DELETED_AT} = EXCLUDED.{DELETED_AT}")))
-            .collect();
         let returning: Vec<String> = self.key.iter().map(|k| self.col("tb", k.index)).collect();
         let excluded = |i: usize| self.col("EXCLUDED", i);
         let incoming = |i: usize| self.col("r", i);
@@ -208,7 +207,7 @@ impl Shape {
             side = self.side(),
             names = names.join(", "),
             key = self.key_names(),
-            set = set.join(", "),
+            set = self.raise_tombstone(),
             older = self.older("tb", &excluded, 0),
             kept = self.kept,
             same_version = self.same_version("tb", &excluded),
