@@ -90,10 +90,7 @@ fn safe_upsert_stats_data() -> TableIterator<
         name!(stats_reset, Option<TimestampWithTimeZone>),
     ),
 > {
-    TableIterator::new(live_tables().into_iter().map(|t| {
-        let c = t.counts.map(|n| n as i64);
-        (pg_sys::Oid::from(t.relid), c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], timestamp(t.last_conflict_at), timestamp(t.stats_reset))
-    }))
+    TableIterator::new(safe_upsert_stats_rows().map(|r| (r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10)))
 }
 
 // pgrx reads the column names from the return type, so it stays spelled out.

@@ -6,7 +6,7 @@ use crate::upsert::statement::tombstone::DELETED_AT;
 /// The statements making tombstone table `side` (quoted, qualified) with `columns` (quoted
 /// name, type, COLLATE clause), unique on `index_cols` (as CREATE INDEX writes them), owned by
 /// `owner` (quoted); `target` names the table in the comment.
-pub fn create_table(side: &str, columns: &[(&str, String, Option<String>)], index_cols: &str, target: &str, owner: &str) -> Vec<String> {
+pub fn create_table(side: &str, columns: &[(String, String, Option<String>)], index_cols: &str, target: &str, owner: &str) -> Vec<String> {
     let mut defs: Vec<String> = columns
         .iter()
         .map(|(name, typ, collate)| match collate {
@@ -46,8 +46,8 @@ mod tests {
     #[test]
     fn a_tombstone_table_has_the_key_and_versions_and_the_deletion_time() {
         let cols = vec![
-            (r#""id""#, "pg_catalog.text".to_string(), Some(r#"COLLATE "pg_catalog"."C""#.to_string())),
-            (r#""ver""#, "pg_catalog.int4".to_string(), None),
+            (r#""id""#.to_string(), "pg_catalog.text".to_string(), Some(r#"COLLATE "pg_catalog"."C""#.to_string())),
+            (r#""ver""#.to_string(), "pg_catalog.int4".to_string(), None),
         ];
         assert_eq!(
             create_table(r#""safe_upsert_data"."t_tombstones""#, &cols, r#""id""#, "public.t", r#""alice""#),

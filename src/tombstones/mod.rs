@@ -21,7 +21,8 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 use crate::error;
-use crate::upsert::catalog;
+use crate::upsert::catalog::{self, TombstoneTable};
+use crate::upsert::text_datum;
 
 /// Where the registry lives.
 pub const SCHEMA: &CStr = c"safe_upsert_data";
@@ -52,42 +53,56 @@ fn registry() -> Option<pg_sys::Oid> {
 /// The tombstone table of `relid`, read with a fresh snapshot (not the statement's, which at
 /// REPEATABLE READ could predate the table's first delete).
 pub fn find(relid: pg_sys::Oid) -> Option<Registered> {
-    let registry = registry()?;
-    // SAFETY: a heap scan of the registry with a registered snapshot; the tuple's attributes
-    // are copied before the scan ends.
-    let found = unsafe {
+    scan(Some(relid)).pop().map(|(_, t)| t)
+}
+
+/// The registry's rows, (target, its tombstones): of one target, or of all, in the order of
+/// their targets. A row whose tombstone table is gone is left out.
+fn scan(target: Option<pg_sys::Oid>) -> Vec<(pg_sys::Oid, Registered)> {
+    let Some(registry) = registry() else { return Vec::new() };
+    let mut found = Vec::new();
+    // SAFETY: a heap scan of the registry with a registered snapshot, keyed on the target when
+    // one is given; each tuple's attributes are copied before the next is fetched.
+    unsafe {
         let rel = pg_sys::table_open(registry, pg_sys::AccessShareLock as i32);
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
         let mut key = pg_sys::ScanKeyData::default();
-        pg_sys::ScanKeyInit(&mut key, 1, pg_sys::BTEqualStrategyNumber as u16, pg_sys::regproc::from(pg_sys::F_OIDEQ), pg_sys::Datum::from(relid));
-        let scan = pg_sys::systable_beginscan(rel, pg_sys::InvalidOid, false, snapshot, 1, &mut key);
-        let tuple = pg_sys::systable_getnext(scan);
-        let found = if tuple.is_null() {
-            None
-        } else {
-            let desc = (*rel).rd_att;
+        if let Some(relid) = target {
+            pg_sys::ScanKeyInit(&mut key, 1, pg_sys::BTEqualStrategyNumber as u16, pg_sys::regproc::from(pg_sys::F_OIDEQ), pg_sys::Datum::from(relid));
+        }
+        let scan = pg_sys::systable_beginscan(rel, pg_sys::InvalidOid, false, snapshot, target.is_some() as i32, &mut key);
+        let desc = (*rel).rd_att;
+        loop {
+            let tuple = pg_sys::systable_getnext(scan);
+            if tuple.is_null() {
+                break;
+            }
             let attr = |n: i32| {
                 let mut isnull = false;
                 let d = pg_sys::heap_getattr(tuple, n, desc, &mut isnull);
                 (!isnull).then_some(d)
             };
-            match (attr(2), attr(3), attr(4)) {
-                (Some(side), Some(keys), Some(versions)) => Some((
+            if let (Some(target), Some(side), Some(keys), Some(versions)) = (attr(1), attr(2), attr(3), attr(4)) {
+                found.push((
+                    pg_sys::Oid::from(target.value() as u32),
                     pg_sys::Oid::from(side.value() as u32),
                     crate::upsert::name_array(keys, "key_cols"),
                     crate::upsert::name_array(versions, "version_cols"),
-                )),
-                _ => None,
+                ));
             }
-        };
+        }
         pg_sys::systable_endscan(scan);
         pg_sys::UnregisterSnapshot(snapshot);
         pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
-        found
-    };
-    let (side, key_cols, version_cols) = found?;
-    let owner = catalog::relation_owner(side)?;
-    Some(Registered { side, owner, key_cols, version_cols })
+    }
+    found.sort_by_key(|(target, ..)| target.to_u32());
+    found
+        .into_iter()
+        .filter_map(|(target, side, key_cols, version_cols)| {
+            let owner = catalog::relation_owner(side)?;
+            Some((target, Registered { side, owner, key_cols, version_cols }))
+        })
+        .collect()
 }
 
 /// Runs `f` as `role`, the way foreign-key checks run as a table's owner: the change is local
@@ -136,38 +151,21 @@ pub fn execute(sql: &str, args: &[(pg_sys::Oid, pg_sys::Datum)]) -> u64 {
     }
 }
 
-/// A text datum, palloc'd.
-pub fn text(s: &str) -> pg_sys::Datum {
-    // SAFETY: copies `len` bytes into a new text.
-    pg_sys::Datum::from(unsafe { pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32) })
-}
-
-/// What the first delete of a target needs to know to make its tombstone table.
-pub struct NewTable<'a> {
-    pub relid: pg_sys::Oid,
-    /// per key column, then per version column: (name, type as SQL, COLLATE clause)
-    pub columns: Vec<(&'a str, String, Option<String>)>,
-    pub key_cols: Vec<String>,
-    pub version_cols: Vec<String>,
-    /// the conflict key's unique index
-    pub index: pg_sys::Oid,
-}
-
 /// Makes the target's tombstone table, unless another transaction made it while this one
 /// waited. Takes SHARE ROW EXCLUSIVE on the target until commit: upserts that began without
 /// knowing of tombstones finish first, and later ones rebuild their plans (the relcache
 /// invalidation sent here) before they write.
-pub fn create(new: &NewTable<'_>) {
+pub fn create(relid: pg_sys::Oid, new: &TombstoneTable) {
     // SAFETY: the target exists (the caller holds a lock on it).
-    unsafe { pg_sys::LockRelationOid(new.relid, pg_sys::ShareRowExclusiveLock as i32) };
-    if find(new.relid).is_some() {
+    unsafe { pg_sys::LockRelationOid(relid, pg_sys::ShareRowExclusiveLock as i32) };
+    if find(relid).is_some() {
         return;
     }
     let Some(registry) = registry() else { error::extension_object_missing("table safe_upsert_data.tombstone_tables") };
-    let (nsp, relname) = catalog::table_parts(new.relid).unwrap_or_else(|| error::table_missing(new.relid.to_u32()));
+    let (nsp, relname) = catalog::table_parts(relid).unwrap_or_else(|| error::table_missing(relid.to_u32()));
     let name = free_name(&relname);
     let side = format!("{}.{}", catalog::quoted(&SCHEMA.to_string_lossy()), catalog::quoted(&name));
-    let owner = catalog::relation_owner(new.relid).unwrap_or_else(|| error::table_missing(new.relid.to_u32()));
+    let owner = catalog::relation_owner(relid).unwrap_or_else(|| error::table_missing(relid.to_u32()));
     let index_cols = as_role(catalog::extension_owner(), || index_columns(new.index, new.key_cols.len()));
     let statements = ddl::create_table(&side, &new.columns, &index_cols, &format!("{nsp}.{relname}"), &catalog::role_name(owner));
     as_role(catalog::extension_owner(), || {
@@ -181,15 +179,15 @@ pub fn create(new: &NewTable<'_>) {
                  VALUES ($1::pg_catalog.regclass, $2::pg_catalog.regclass, $3::pg_catalog.name[], $4::pg_catalog.name[])"
             ),
             &[
-                (pg_sys::OIDOID, pg_sys::Datum::from(new.relid)),
-                (pg_sys::TEXTOID, text(&side)),
-                (pg_sys::TEXTOID, text(&ddl::array_literal(&new.key_cols))),
-                (pg_sys::TEXTOID, text(&ddl::array_literal(&new.version_cols))),
+                (pg_sys::OIDOID, pg_sys::Datum::from(relid)),
+                (pg_sys::TEXTOID, text_datum(&side)),
+                (pg_sys::TEXTOID, text_datum(&ddl::array_literal(&new.key_cols))),
+                (pg_sys::TEXTOID, text_datum(&ddl::array_literal(&new.version_cols))),
             ],
         );
     });
     // SAFETY: queues an invalidation, sent at commit, for every backend's plans of the target.
-    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(new.relid) };
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
     // SAFETY: makes this transaction's own catalog changes visible to its next lookups.
     unsafe { pg_sys::CommandCounterIncrement() };
 }
@@ -304,24 +302,6 @@ CREATE EVENT TRIGGER safe_upsert_on_alter ON ddl_command_end WHEN TAG IN ('ALTER
     name = "tombstone_tables",
 );
 
-/// Every registered (target, tombstone table), read as the extension's owner (the registry is
-/// not readable by PUBLIC).
-fn registered(target: Option<pg_sys::Oid>) -> Vec<(pg_sys::Oid, pg_sys::Oid)> {
-    let Some(registry) = registry() else { return Vec::new() };
-    let sql = format!(
-        "SELECT target::pg_catalog.oid, tombstones::pg_catalog.oid FROM {} \
-         WHERE $1 OPERATOR(pg_catalog.=) 0 OR target::pg_catalog.oid OPERATOR(pg_catalog.=) $1 ORDER BY 1",
-        catalog::table_name(registry)
-    );
-    let n = as_role(catalog::extension_owner(), || {
-        execute(&sql, &[(pg_sys::OIDOID, pg_sys::Datum::from(target.unwrap_or(pg_sys::InvalidOid)))])
-    });
-    // SAFETY: the statement returned n rows of (oid, oid).
-    (0..n as usize)
-        .filter_map(|r| unsafe { Some((crate::upsert::cell::<pg_sys::Oid>(r, 1)?, crate::upsert::cell::<pg_sys::Oid>(r, 2)?)) })
-        .collect()
-}
-
 /// Whether the current user owns the table; false for one that is gone (a registry row left
 /// behind by a drop that ran with event triggers off).
 fn owns(relid: pg_sys::Oid) -> bool {
@@ -352,12 +332,11 @@ fn safe_upsert_purge_tombstones(target: Option<pg_sys::Oid>, older_than: Option<
     }
     Spi::connect(|_| {
         let mut removed = 0i64;
-        for (target, side) in registered(target) {
+        for (target, Registered { side, owner, .. }) in scan(target) {
             if !owns(target) {
                 continue;
             }
             let side_name = catalog::table_name(side);
-            let owner = catalog::relation_owner(side).unwrap_or_else(|| error::table_missing(side.to_u32()));
             removed += match older_than {
                 Some(age) => as_role(owner, || {
                     execute(
@@ -374,7 +353,7 @@ fn safe_upsert_purge_tombstones(target: Option<pg_sys::Oid>, older_than: Option<
                     // first, and later ones plan without
                     // SAFETY: the target exists (it is registered and was just checked).
                     unsafe { pg_sys::LockRelationOid(target, pg_sys::ShareRowExclusiveLock as i32) };
-                    let n = as_role(owner, || execute(&format!("SELECT FROM {side_name}"), &[])) as i64;
+                    let n = as_role(owner, || rows_of(&side_name));
                     // the drop trigger removes the registry's row
                     as_role(catalog::extension_owner(), || execute(&format!("DROP TABLE {side_name}"), &[]));
                     // SAFETY: queues an invalidation of the target's plans, sent at commit.
@@ -402,10 +381,10 @@ fn safe_upsert_tombstone_rows() -> TableIterator<
 > {
     let rows = Spi::connect(|_| {
         let mut rows = Vec::new();
-        for (target, _) in registered(None) {
-            // SAFETY: an ACL check for the current user; a dropped table answers no.
+        for (target, t) in scan(None) {
+            let Some((nsp, rel)) = catalog::table_parts(target) else { continue };
+            // SAFETY: an ACL check of an existing table for the current user.
             let may_read = unsafe { pg_sys::pg_class_aclcheck(target, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode) };
-            let (Some(t), Some((nsp, rel))) = (find(target), catalog::table_parts(target)) else { continue };
             if may_read != pg_sys::AclResult::ACLCHECK_OK {
                 continue;
             }
@@ -473,20 +452,23 @@ GRANT SELECT ON safe_upsert_tombstones TO PUBLIC;
 /// How many tombstones this database keeps, over all its tables.
 pub fn count() -> i64 {
     Spi::connect(|_| {
-        let tables = registered(None);
+        let tables = scan(None);
         if tables.is_empty() {
             return 0;
         }
         as_role(catalog::extension_owner(), || {
             tables
                 .iter()
-                .filter_map(|&(_, side)| catalog::syscache_table_name(side))
-                .map(|side| {
-                    execute(&format!("SELECT pg_catalog.count(*) FROM {side}"), &[]);
-                    // SAFETY: the statement returned one row of one bigint.
-                    unsafe { crate::upsert::cell::<i64>(0, 1) }.unwrap_or(0)
-                })
+                .filter_map(|(_, t)| catalog::syscache_table_name(t.side))
+                .map(|side| rows_of(&side))
                 .sum()
         })
     })
+}
+
+/// How many rows the tombstone table `side` (quoted, qualified) holds.
+fn rows_of(side: &str) -> i64 {
+    execute(&format!("SELECT pg_catalog.count(*) FROM {side}"), &[]);
+    // SAFETY: the statement returned one row of one bigint.
+    unsafe { crate::upsert::cell::<i64>(0, 1) }.unwrap_or(0)
 }

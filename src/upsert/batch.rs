@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::catalog;
 use super::input::{self, NULL};
 use super::plan_cache::{self, prepare_custom, BatchPlan, Element, Plan};
-use super::single::{cell, kept_outcome, unseen_stored_row, upsert_row};
+use super::single::{cell, kept_outcome, run, unseen_stored_row, upsert_row};
 use super::statement::OnTie;
 use super::tracking::{self, CallState};
 use super::outcome::Outcome;
@@ -178,47 +178,36 @@ fn upsert_group(
     let batch = batch_plan(plan);
     let converted = convert_group(plan, rows, positions);
     let mut results = Vec::with_capacity(positions.len());
-    let mut picks: Vec<usize> = (0..positions.len()).collect();
+    let all: Vec<usize> = (0..positions.len()).collect();
+    let mut params = params(batch, &converted, &all);
+    let not_null = vec![input::NOT_NULL; params.len()];
     let tomb = plan.tomb.as_ref().map(|tomb| (tomb, plan.batch_tomb(tomb, batch)));
     if let Some((tomb, statements)) = tomb {
-        let claim = statements.claim;
         // The keys' claims first, as single calls take them; rows whose key was deleted at
         // their version or later are stale, and not written.
-        let mut params = params(batch, &converted, &picks);
-        let not_null = vec![input::NOT_NULL; params.len()];
-        let mut refused = Vec::new();
-        // SAFETY: inside an SPI connection; the claim returns rows of (int, text).
+        let n = as_role(tomb.owner, || run(statements.claim, &mut params, &not_null));
+        let mut refused = Vec::with_capacity(n as usize);
+        // SAFETY: the claim returned n rows of (int, text).
         unsafe {
-            as_role(tomb.owner, || {
-                let rc = pg_sys::SPI_execute_plan(claim, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
-                if rc < 0 {
-                    error::spi_failed("SPI_execute_plan", rc);
-                }
-            });
-            for r in 0..pg_sys::SPI_processed as usize {
+            for r in 0..n as usize {
                 let pos = position(r, rows.len());
                 refused.push(pos);
                 results.push((pos, Outcome::StaleByTombstone, cell::<String>(r, 2)));
             }
         }
-        refused.sort_unstable();
-        picks.retain(|&i| refused.binary_search(&positions[i]).is_err());
-        if picks.is_empty() {
-            return results;
+        if !refused.is_empty() {
+            refused.sort_unstable();
+            let picks: Vec<usize> = all.iter().copied().filter(|&i| refused.binary_search(&positions[i]).is_err()).collect();
+            if picks.is_empty() {
+                return results;
+            }
+            params = self::params(batch, &converted, &picks);
         }
     }
-    let mut params = params(batch, &converted, &picks);
-    let not_null = vec![input::NOT_NULL; params.len()];
     let results = write_group(plan, on_tie, rows, &converted, batch, &mut params, &not_null, results);
     if let Some((tomb, statements)) = tomb {
-        let unclaim = statements.unclaim;
-        // SAFETY: inside an SPI connection; the same parameters as the write.
-        plan_cache::with_key_lookups(|| as_role(tomb.owner, || unsafe {
-            let rc = pg_sys::SPI_execute_plan(unclaim, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
-            if rc < 0 {
-                error::spi_failed("SPI_execute_plan", rc);
-            }
-        }));
+        // the same rows as the write
+        plan_cache::with_key_lookups(|| as_role(tomb.owner, || run(statements.unclaim, &mut params, &not_null)));
     }
     results
 }
@@ -237,14 +226,8 @@ fn write_group(
 ) -> Vec<(usize, Outcome, Option<String>)> {
     // winners whose stored row was kept: (place of their key in key order, position)
     let mut skipped = Vec::new();
-    // SAFETY: inside an SPI connection; one parameter per batch statement argument.
-    let (_, notes) = kept::collect(|| unsafe {
-        let Some(upsert) = batch.upsert else { error::internal("a delete's plan has no batch write") };
-        let rc = pg_sys::SPI_execute_plan(upsert, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
-        if rc < 0 {
-            error::spi_failed("SPI_execute_plan", rc);
-        }
-    });
+    let Some(upsert) = batch.upsert else { error::internal("a delete's plan has no batch write") };
+    let (_, notes) = kept::collect(|| run(upsert, params, not_null));
     // SAFETY: the batch statement returned SPI_processed rows of (int, bool, bool, bool, bool,
     // text, bigint).
     unsafe {
@@ -321,13 +304,10 @@ fn classify_group(
     let not_null = vec![input::NOT_NULL; params.len()];
     let mut results = Vec::with_capacity(skipped.len());
     let mut found = vec![false; skipped.len()];
-    // SAFETY: inside an SPI connection; classify returns rows of (int, bool, bool, text, bool).
+    let n = run(plan.batch_classify(batch), &mut params, &not_null);
+    // SAFETY: classify returned n rows of (int, bool, bool, text, bool).
     unsafe {
-        let rc = pg_sys::SPI_execute_plan(plan.batch_classify(batch), params.as_mut_ptr(), not_null.as_ptr(), false, 0);
-        if rc < 0 {
-            error::spi_failed("SPI_execute_plan", rc);
-        }
-        for r in 0..pg_sys::SPI_processed as usize {
+        for r in 0..n as usize {
             let pos = position(r, rows.len());
             if cell::<bool>(r, 5) == Some(true) {
                 // The versions let the row through, yet it was not written: a trigger said no.

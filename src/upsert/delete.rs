@@ -17,7 +17,7 @@ use super::outcome::Outcome;
 use super::plan_cache::{self, Plan};
 use super::single::{cell, run};
 use super::tracking::{self, CallState};
-use super::{as_object, batch, check_table, input, json_arg, kept, name_arg, open_table, version_names, Args};
+use super::{as_object, batch, check_table, input, json_arg, kept, name_arg, version_names, Args};
 use crate::error::{self, fields};
 use crate::tombstones::{self, as_role};
 
@@ -70,7 +70,9 @@ COMMENT ON FUNCTION safe_delete(regclass, jsonb, name[], name[]) IS
 );
 
 thread_local! {
-    /// Tables this backend has seen with tombstones: their deletes skip the registry lookup.
+    /// Tables this backend has seen with tombstones: their deletes skip the registry lookup. A
+    /// purge since then makes an entry wrong, which only costs the next first delete its
+    /// lock order (it then upgrades ROW EXCLUSIVE, as before the fix for two first deletes).
     static TOMBSTONED: RefCell<HashSet<pg_sys::Oid>> = RefCell::new(HashSet::new());
 }
 
@@ -106,7 +108,8 @@ fn open_for_delete(args: &Args) {
         // SAFETY: the relation exists (checked above).
         unsafe { pg_sys::LockRelationOid(args.relid, pg_sys::ShareRowExclusiveLock as i32) };
     }
-    open_table(args.relid);
+    // SAFETY: as above; the lock, DELETE's own, also processes pending invalidations.
+    unsafe { pg_sys::LockRelationOid(args.relid, pg_sys::RowExclusiveLock as i32) };
 }
 
 /// The delete plan for rows with these keys, making the table's tombstones on its first delete.
@@ -121,14 +124,7 @@ fn delete_plan(args: &Args, keys: Vec<&str>) -> std::rc::Rc<Plan> {
     };
     let mut plan = plan_cache::get(&req);
     if plan.tomb.is_none() {
-        let t = &plan.tombstone_table;
-        tombstones::create(&tombstones::NewTable {
-            relid: args.relid,
-            columns: t.columns.iter().map(|(n, typ, c)| (n.as_str(), typ.clone(), c.clone())).collect(),
-            key_cols: t.key_cols.clone(),
-            version_cols: t.version_cols.clone(),
-            index: t.index,
-        });
+        tombstones::create(args.relid, &plan.tombstone_table);
         plan = plan_cache::get(&req);
     }
     TOMBSTONED.with(|t| t.borrow_mut().insert(args.relid));
@@ -301,17 +297,11 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
     let Some((tomb_classify, delete_rows, classify)) = statements.delete else { error::internal("a delete's plan lacks its statements") };
     let converted = batch::convert_group(plan, rows, positions);
     let index_of = |pos: usize| converted.positions.binary_search(&pos).unwrap_or_else(|_| error::internal("a row is not of its group"));
+    // a batch statement over the converted rows at `picks`
     let exec = |stmt: pg_sys::SPIPlanPtr, picks: &[usize]| -> usize {
         let mut params = batch::params(batch, &converted, picks);
         let not_null = vec![input::NOT_NULL; params.len()];
-        // SAFETY: inside an SPI connection; one parameter per batch statement argument.
-        unsafe {
-            let rc = pg_sys::SPI_execute_plan(stmt, params.as_mut_ptr(), not_null.as_ptr(), false, 0);
-            if rc < 0 {
-                error::spi_failed("SPI_execute_plan", rc);
-            }
-            pg_sys::SPI_processed as usize
-        }
+        run(stmt, &mut params, &not_null) as usize
     };
     // the statements that reach the table by key (not the tombstones', which join the batch's
     // own rows, where hash joins are what they need)

@@ -48,7 +48,7 @@ pub fn convert(plan: &Plan, row: &Map<String, Value>, as_text: &[bool]) -> (Vec<
 }
 
 /// A text datum holding `s`, palloc'd.
-fn text_datum(s: &str) -> pg_sys::Datum {
+pub fn text_datum(s: &str) -> pg_sys::Datum {
     // SAFETY: cstring_to_text_with_len copies `len` bytes into a new text.
     pg_sys::Datum::from(unsafe { pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32) })
 }

@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{self, fields};
 pub use outcome::register_invalidation_callback as register_outcome_invalidation;
+pub use input::text_datum;
 pub use single::cell;
 use statement::OnTie;
 

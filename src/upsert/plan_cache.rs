@@ -556,7 +556,7 @@ pub fn cached(relid: pg_sys::Oid) -> Option<bool> {
         c.borrow()
             .plans
             .values()
-            .find(|(p, _)| p.relid == relid && !p.stale.get() && p.tombstone_table.index != pg_sys::InvalidOid && p.update.is_none())
+            .find(|(p, _)| p.relid == relid && !p.stale.get() && !p.is_delete())
             .map(|(p, _)| p.tomb.is_some())
     })
 }
