@@ -184,3 +184,12 @@ CREATE OR REPLACE VIEW safe_upsert_info AS SELECT * FROM safe_upsert_info_row();
 DROP FUNCTION safe_upsert_stats_data();
 DROP FUNCTION safe_upsert_conflicts_data();
 DROP FUNCTION safe_upsert_info_data();
+
+-- The kept note in its whole-row form: the upsert passes the stored and incoming rows, and the
+-- note compares the sent columns itself (0.1.0's form stays, for the tombstones' statements).
+CREATE FUNCTION safe_upsert_kept(same_version boolean, stored record, incoming record, stored_version text)
+RETURNS boolean
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'safe_upsert_kept_rows_wrapper';
+COMMENT ON FUNCTION safe_upsert_kept(boolean, record, record, text) IS
+  'Internal to safe_upsert''s statements: notes why a stored row was kept, comparing the rows; always false.';

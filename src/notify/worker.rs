@@ -23,11 +23,14 @@ const LAUNCHER_NAP: Duration = Duration::from_millis(500);
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
 /// How long a notifier keeps working while other databases wait for one.
 const FAIR_SHARE: Duration = Duration::from_secs(1);
-/// The shortest time between two notifier transactions. Under a steady stream of conflicts the
-/// notifier then sends at most a couple of hundred small transactions a second, each covering
-/// all that came in meanwhile, instead of one per writer's commit; after a quiet spell the first
-/// conflict still goes out at once.
+/// How long the notifier waits before its next transaction once the stream of conflicts is
+/// dense: the next one then covers all that came in meanwhile, so that a steady stream costs a
+/// couple of hundred small transactions a second instead of one per writer's commit.
 const PACE: Duration = Duration::from_millis(5);
+/// A batch of at least this many events marks the stream as dense. Below it (a quiet database,
+/// or a thousand conflicts a second arriving one by one) each conflict goes out as soon as it is
+/// queued: the writer's commit wakes the notifier, which is waiting on its latch.
+const DENSE: usize = 4;
 /// Events one notifier transaction sends at most.
 const BATCH: usize = 10_000;
 
@@ -163,11 +166,14 @@ pub extern "C-unwind" fn pg_safeupsert_notifier_main(arg: pg_sys::Datum) {
         if started.elapsed() >= FAIR_SHARE && q.others_waiting(dbid) {
             break; // the launcher starts another for what is left here
         }
-        // Not waiting on the latch meanwhile: writers that queue events do not wake us.
-        // SAFETY: a plain sleep, interrupted by signals.
-        unsafe { pg_sys::pg_usleep(PACE.as_micros() as _) };
-        if BackgroundWorker::sigterm_received() {
-            break;
+        if batch.events.len() >= DENSE {
+            // Not waiting on the latch meanwhile: writers that queue events do not wake us
+            // (SetLatch signals only a process waiting on the latch).
+            // SAFETY: a plain sleep, interrupted by signals.
+            unsafe { pg_sys::pg_usleep(PACE.as_micros() as _) };
+            if BackgroundWorker::sigterm_received() {
+                break;
+            }
         }
     }
 }

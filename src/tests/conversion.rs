@@ -222,4 +222,67 @@ mod tests {
         run("CREATE DOMAIN vt_revision AS bigint CHECK (VALUE >= 0)");
         versions_order("vt_domain", "vt_revision", "0", "5", "40");
     }
+
+    // ---------------------------------------------------------------------------------------------
+    // Values a single row's columns take without their input function (`input::Direct`) equal
+    // what the input function makes of the JSON value's text
+    // ---------------------------------------------------------------------------------------------
+
+    /// For each JSON value and column type: what safe_upsert stores (as text), or the SQLSTATE
+    /// it fails with, equals what the type's input function makes of the text that
+    /// `jsonb #>> '{}'` gives for the value.
+    fn same_as_input_function(table: &str, sql_type: &str, values: &[&str]) {
+        run(&format!("CREATE TABLE {table} (id int PRIMARY KEY, v int, x {sql_type}); CREATE TABLE {table}_input (x {sql_type})"));
+        for (n, json) in values.iter().enumerate() {
+            // the text as a literal: INSERT gives it to the column type's input function, with
+            // the column's type modifier, as an unknown-typed constant
+            let literal = value(&format!("SELECT quote_literal(('{json}'::jsonb) #>> '{{}}')")).unwrap_or_else(|| "NULL".into());
+            let expected = match error_of(&format!("INSERT INTO {table}_input VALUES ({literal})")) {
+                Some((state, _)) => state,
+                None => text(&format!("DELETE FROM {table}_input RETURNING coalesce(x::text, 'NULL')")),
+            };
+            let row = format!(r#"{{"id": {n}, "v": 1, "x": {json}}}"#);
+            let call = format!("SELECT safe_upsert('{table}', '{row}'::jsonb, 'v')");
+            let got = match error_of(&call) {
+                Some((state, _)) => state,
+                None => text(&format!("SELECT coalesce(x::text, 'NULL') FROM {table} WHERE id = {n}")),
+            };
+            assert_eq!(got, expected, "{json} into {sql_type}");
+        }
+    }
+
+    const NUMBERS: &[&str] = &[
+        "0", "-0", "0.0", "-0.0", "1", "-1", "1.0", "1.5", "1e2", "1E+2", "1.5e1", "15e-1", "100e-2", "1e-2",
+        "32767", "32768", "-32768", "-32769", "2147483647", "2147483648", "-2147483648", "-2147483649",
+        "9223372036854775807", "9223372036854775808", "-9223372036854775808", "-9223372036854775809",
+        "99999999999999999999", "123456789012345678901234567890", "1e19", "1e20", "0.000000000000000000001",
+        "123456789012345678901234567890.000000000000000001", "10000", "100000000", "9999", "null",
+        r#""7""#, r#""-0""#, "true", "[1]",
+    ];
+
+    #[pg_test]
+    fn integer_columns_read_numbers_as_their_input_functions_do() {
+        same_as_input_function("direct_int2", "int2", NUMBERS);
+        same_as_input_function("direct_int4", "int4", NUMBERS);
+        same_as_input_function("direct_int8", "int8", NUMBERS);
+    }
+
+    #[pg_test]
+    fn numeric_columns_keep_the_number_as_numeric_in_reads_it() {
+        same_as_input_function("direct_numeric", "numeric", NUMBERS);
+        same_as_input_function("direct_numeric_typmod", "numeric(6,2)", NUMBERS);
+        same_as_input_function("direct_float", "float8", NUMBERS);
+    }
+
+    #[pg_test]
+    fn text_and_boolean_columns_read_strings_and_booleans_as_their_input_functions_do() {
+        let strings = [
+            r#""""#, r#""a""#, r#""héllo, \"world\"""#, r#""\\n""#, r#""  padded  ""#, r#""true""#, r#""f""#,
+            "true", "false", "12.50", "-0", "null", "[1]", "[]",
+        ];
+        same_as_input_function("direct_text", "text", &strings);
+        same_as_input_function("direct_varchar", "varchar", &strings);
+        same_as_input_function("direct_varchar3", "varchar(3)", &strings);
+        same_as_input_function("direct_bool", "bool", &strings);
+    }
 }

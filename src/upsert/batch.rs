@@ -227,7 +227,7 @@ fn write_group(
     // winners whose stored row was kept: (place of their key in key order, position)
     let mut skipped = Vec::new();
     let Some(upsert) = batch.upsert else { error::internal("a delete's plan has no batch write") };
-    let (_, notes) = kept::collect(|| run(upsert, params, not_null));
+    let (_, notes) = kept::collect(&plan.sent, || run(upsert, params, not_null));
     // SAFETY: the batch statement returned SPI_processed rows of (int, bool, bool, bool, bool,
     // text, bigint).
     unsafe {

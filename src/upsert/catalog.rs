@@ -18,6 +18,7 @@ use crate::tombstones::Registered;
 /// A sent column: what converting its JSON value needs.
 pub struct ColumnMeta {
     pub name: String,
+    pub attnum: i16,
     pub typid: pg_sys::Oid,
     pub typmod: i32,
     pub kind: ColumnKind,
@@ -51,6 +52,7 @@ struct Attr {
     typid: pg_sys::Oid,
     typmod: i32,
     collation: pg_sys::Oid,
+    not_null: bool,
     generated: Option<&'static str>,
 }
 
@@ -133,7 +135,7 @@ fn extension_row() -> (pg_sys::Oid, pg_sys::Oid) {
 
 /// The extension's `safe_upsert_kept`: its name, qualified by the extension's schema and
 /// quoted, and its OID.
-fn kept_function() -> (String, pg_sys::Oid) {
+fn kept_function() -> (String, pg_sys::Oid, bool) {
     let nsp = extension_schema();
     if nsp == pg_sys::InvalidOid {
         error::extension_object_missing("function safe_upsert_kept");
@@ -146,19 +148,21 @@ fn kept_function() -> (String, pg_sys::Oid) {
     };
     // SAFETY: builds a qualified name list in the current context and looks it up in the
     // syscache; missing_ok answers InvalidOid instead of raising.
-    let oid = unsafe {
+    let lookup = |args: &[pg_sys::Oid]| unsafe {
         let name = pg_sys::list_make2_impl(
             pg_sys::NodeTag::T_List,
             pg_sys::ListCell { ptr_value: pg_sys::makeString(nspname).cast() },
             pg_sys::ListCell { ptr_value: pg_sys::makeString(pg_sys::pstrdup(c"safe_upsert_kept".as_ptr())).cast() },
         );
-        let args = [pg_sys::BOOLOID, pg_sys::BOOLOID, pg_sys::TEXTOID];
-        pg_sys::LookupFuncName(name, 3, args.as_ptr(), true)
+        pg_sys::LookupFuncName(name, args.len() as i32, args.as_ptr(), true)
     };
+    let oid = lookup(&[pg_sys::BOOLOID, pg_sys::BOOLOID, pg_sys::TEXTOID]);
     if oid == pg_sys::InvalidOid {
         error::extension_object_missing("function safe_upsert_kept");
     }
-    (format!("{schema}.safe_upsert_kept"), oid)
+    // 0.2.0's form, comparing whole rows; a database still on 0.1.0's SQL has only the other
+    let rows = lookup(&[pg_sys::BOOLOID, pg_sys::RECORDOID, pg_sys::RECORDOID, pg_sys::TEXTOID]) != pg_sys::InvalidOid;
+    (format!("{schema}.safe_upsert_kept"), oid, rows)
 }
 
 /// The OIDs of the labels of the extension's `safe_upsert_outcome`, in the order given;
@@ -221,6 +225,7 @@ fn attributes(relid: pg_sys::Oid) -> Vec<Attr> {
                 typid: a.atttypid,
                 typmod: a.atttypmod,
                 collation: a.attcollation,
+                not_null: a.attnotnull,
                 generated: match (a.attgenerated as u8, a.attidentity as u8) {
                     (b's' | b'v', _) => Some("a generated column"),
                     (_, b'a') => Some("an identity column GENERATED ALWAYS"),
@@ -421,7 +426,7 @@ pub fn describe(req: &Request<'_>) -> Described {
         let index = position(a.attnum).unwrap_or_else(|| error::version_missing(&table, &a.name));
         let (lt, eq) = ordering_operators(a.typid)
             .unwrap_or_else(|| error::version_column_unordered(&table, &a.name, &type_display(a.typid, a.typmod)));
-        versions.push(VersionCol { index, lt: qualified_operator(lt), eq: qualified_operator(eq) });
+        versions.push(VersionCol { index, lt: qualified_operator(lt), eq: qualified_operator(eq), not_null: a.not_null });
     }
 
     let tombstone_table = TombstoneTable {
@@ -440,7 +445,7 @@ pub fn describe(req: &Request<'_>) -> Described {
         table_name(t.side)
     });
 
-    let (kept, kept_oid) = kept_function();
+    let (kept, kept_oid, kept_rows) = kept_function();
     let columns = sent
         .iter()
         .map(|a| Column {
@@ -450,11 +455,12 @@ pub fn describe(req: &Request<'_>) -> Described {
             text_cast: (unsafe { pg_sys::get_array_type(a.typid) } == pg_sys::InvalidOid).then(|| type_sql(a.typid, a.typmod)),
         })
         .collect();
-    let shape = Shape { table, columns, key, versions, on_tie: req.on_tie, kept, tombstones: tombstones_sql };
+    let shape = Shape { table, columns, key, versions, on_tie: req.on_tie, kept, kept_rows, tombstones: tombstones_sql };
     let metas = sent
         .iter()
         .map(|a| ColumnMeta {
             name: a.name.clone(),
+            attnum: a.attnum,
             typid: a.typid,
             typmod: a.typmod,
             kind: column_kind(a.typid),

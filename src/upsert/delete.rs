@@ -78,7 +78,7 @@ thread_local! {
 
 fn call(args: Args, row: Value) -> pg_sys::Oid {
     let state = CallState::default();
-    tracking::guard(args.relid, &state, Some(&row), || {
+    tracking::guard(args.relid, &state, row.as_object().map(|m| m as &dyn super::row::Row), || {
         open_for_delete(&args);
         state.opened.set(true);
         Spi::connect(|_| {
@@ -137,7 +137,7 @@ fn delete_row(plan: &Plan, row: &Map<String, Value>) -> (Outcome, Option<String>
     let Some(tomb) = &plan.tomb else { error::internal("the table's tombstones were not found after they were made") };
     let Some((delete, classify)) = tomb.delete else { error::internal("a delete's plan lacks its statements") };
     let (mut values, nulls) = input::convert(plan, row, &[]);
-    let (recorded, notes) = kept::collect(|| as_role(tomb.owner, || run(tomb.claim, &mut values, &nulls)));
+    let (recorded, notes) = kept::collect(&[], || as_role(tomb.owner, || run(tomb.claim, &mut values, &nulls)));
     if recorded == 0 {
         // the key's tombstone is as new or newer: a replayed or an older delete
         return match notes.first() {
@@ -314,7 +314,7 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
 
     let all: Vec<usize> = (0..positions.len()).collect();
     let mut results = Vec::with_capacity(positions.len());
-    let (n, notes) = kept::collect(|| as_role(tomb.owner, || exec(statements.claim, &all)));
+    let (n, notes) = kept::collect(&[], || as_role(tomb.owner, || exec(statements.claim, &all)));
     let mut recorded = Vec::new();
     let mut kept_winners = Vec::new();
     for (r, pos) in ords(n).into_iter().enumerate() {

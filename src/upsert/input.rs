@@ -8,6 +8,8 @@ use pgrx::prelude::*;
 use serde_json::{Map, Value};
 
 use super::json_text;
+use super::jsonb_read::{self, Field};
+use super::numeric_int;
 use super::plan_cache::{InputColumn, Plan};
 use crate::error::{self, fields::{self, Fields}};
 
@@ -45,6 +47,113 @@ pub fn convert(plan: &Plan, row: &Map<String, Value>, as_text: &[bool]) -> (Vec<
         }
     }
     (values, nulls)
+}
+
+/// How a column takes a jsonb scalar of the matching kind without its input function: the
+/// datum the input function would make from the scalar's text, made directly. Only for these
+/// built-in types themselves (a domain's input function checks its constraints) and without a
+/// type modifier (which the input function applies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direct {
+    /// every value goes through the input function
+    No,
+    /// a JSON boolean: `boolin` of "true"/"false"
+    Bool,
+    /// a JSON number that `numeric_out` prints without a point, within range: `int2in` and
+    /// friends of that text (others, which they refuse or which overflow, take their way)
+    Int(i64, i64),
+    /// a JSON number: jsonb keeps it as a numeric, which `numeric_in` of its text gives back
+    Numeric,
+    /// a JSON string: `textin` and `varcharin` copy the bytes
+    Text,
+}
+
+impl Direct {
+    pub fn of(typid: pg_sys::Oid, typmod: i32) -> Direct {
+        match typid {
+            pg_sys::BOOLOID => Direct::Bool,
+            pg_sys::INT2OID => Direct::Int(i16::MIN as i64, i16::MAX as i64),
+            pg_sys::INT4OID => Direct::Int(i32::MIN as i64, i32::MAX as i64),
+            pg_sys::INT8OID => Direct::Int(i64::MIN, i64::MAX),
+            pg_sys::NUMERICOID if typmod < 0 => Direct::Numeric,
+            pg_sys::TEXTOID => Direct::Text,
+            pg_sys::VARCHAROID if typmod < 0 => Direct::Text,
+            _ => Direct::No,
+        }
+    }
+}
+
+/// `convert` for a row read in place (`jsonb_read::object_fields`): `fields` sorted by key, the
+/// plan's columns a subsequence of them in the same order. Scalars that a column takes
+/// directly (`Direct`) skip the text and the input function; everything else goes the way
+/// `convert` goes, with the same errors.
+pub fn convert_fields(plan: &Plan, fields: &[Field]) -> (Vec<pg_sys::Datum>, Vec<c_char>) {
+    let mut values = Vec::with_capacity(plan.columns.len());
+    let mut nulls = Vec::with_capacity(plan.columns.len());
+    let mut rest = fields.iter();
+    for (i, col) in plan.columns.iter().enumerate() {
+        let field = rest.find(|f| f.key == col.meta.name);
+        // SAFETY: the fields point into the call's jsonb argument, alive until the call ends.
+        let value = field.and_then(|f| unsafe { field_datum(plan, col, &f.value) });
+        match value {
+            Some(datum) => {
+                values.push(datum);
+                nulls.push(NOT_NULL);
+            }
+            None if plan.is_key(i) => error::key_missing(plan.table(), &col.meta.name),
+            None if plan.is_version(i) => error::version_missing(plan.table(), &col.meta.name),
+            None => {
+                values.push(pg_sys::Datum::from(0));
+                nulls.push(NULL);
+            }
+        }
+    }
+    (values, nulls)
+}
+
+/// The datum of one field's value for the column, or None for JSON null.
+///
+/// # Safety
+/// `v` points into a live jsonb.
+unsafe fn field_datum(plan: &Plan, col: &InputColumn, v: &pg_sys::JsonbValue) -> Option<pg_sys::Datum> {
+    use pg_sys::jbvType as J;
+    // SAFETY: the union is read as the variant `type_` names; the caller keeps the jsonb alive
+    // for the statement that uses the datums (a numeric is passed in place, as the jsonb holds
+    // it: a varlena with a 4-byte header, checked).
+    unsafe {
+        match (col.direct, v.type_) {
+            (_, J::jbvNull) => return None,
+            (Direct::Bool, J::jbvBool) => return Some(pg_sys::Datum::from(v.val.boolean)),
+            (Direct::Int(min, max), J::jbvNumeric) => {
+                let num = v.val.numeric as *const pg_sys::varlena;
+                if pgrx::varlena::varatt_is_4b_u(num) {
+                    let data = std::slice::from_raw_parts(
+                        pgrx::varlena::vardata_4b(num) as *const u8,
+                        pgrx::varlena::varsize_4b(num) - pg_sys::VARHDRSZ,
+                    );
+                    if let Some(n) = numeric_int::integer(data, min, max) {
+                        return Some(pg_sys::Datum::from(n));
+                    }
+                }
+            }
+            (Direct::Numeric, J::jbvNumeric) if pgrx::varlena::varatt_is_4b_u(v.val.numeric as *const pg_sys::varlena) => {
+                return Some(pg_sys::Datum::from(v.val.numeric));
+            }
+            (Direct::Text, J::jbvString) => {
+                let s = v.val.string;
+                let bytes = std::slice::from_raw_parts(s.val as *const u8, s.len.max(0) as usize);
+                if !bytes.contains(&0) {
+                    return Some(pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.val, s.len)));
+                }
+            }
+            _ => {}
+        }
+        // a nested document's outermost key is the field's
+        let value = jsonb_read::field_value(v)
+            .unwrap_or_else(|_| error::json_too_deep(plan.table(), "row", Some(&col.meta.name), jsonb_read::MAX_DEPTH));
+        let text = json_text::input_text(&value, col.meta.kind)?;
+        Some(input_value(plan, col, &text))
+    }
 }
 
 /// A text datum holding `s`, palloc'd.

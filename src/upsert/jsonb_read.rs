@@ -22,11 +22,98 @@ pub struct TooDeep {
 /// # Safety
 /// `datum` is a non-NULL jsonb datum.
 pub unsafe fn to_value(datum: pg_sys::Datum) -> Result<Value, TooDeep> {
-    // SAFETY: the caller's contract makes `datum` a jsonb, detoasted here; the iterator walks
-    // it, and each JsonbValue's union is read only as the variant its token or type says.
+    // SAFETY: the caller's contract makes `datum` a jsonb, detoasted here.
+    unsafe { container_value(&mut (*detoast(datum)).root, MAX_DEPTH) }
+}
+
+/// The jsonb datum, detoasted (in the current memory context, if it was toasted).
+///
+/// # Safety
+/// `datum` is a non-NULL jsonb datum.
+pub unsafe fn detoast(datum: pg_sys::Datum) -> *mut pg_sys::Jsonb {
+    // SAFETY: the caller's contract.
+    unsafe { pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *mut pg_sys::Jsonb }
+}
+
+/// A field of a jsonb object, read in place: its key and value point into the jsonb.
+pub struct Field {
+    pub key: &'static str,
+    /// a scalar, or `jbvBinary` for a nested container
+    pub value: pg_sys::JsonbValue,
+}
+
+/// The fields of a detoasted jsonb that holds an object with at least one field, sorted by key
+/// as a `serde_json` map sorts them (bytewise), with every key and top-level string checked to
+/// be UTF-8 as `to_value` checks them; None for anything else. The `'static` keys and values
+/// point into the jsonb: they must not outlive it.
+///
+/// # Safety
+/// `jsonb` is a detoasted jsonb that lives as long as the fields are used.
+pub unsafe fn object_fields(jsonb: *mut pg_sys::Jsonb) -> Option<Vec<Field>> {
+    // SAFETY: the caller's contract; the iterator walks the top level only (nested containers
+    // come back as jbvBinary), and each JsonbValue's union is read as its token or type says.
     unsafe {
-        let jsonb = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *mut pg_sys::Jsonb;
+        let header = (*jsonb).root.header;
+        let count = (header & pg_sys::JB_CMASK) as usize;
+        if header & pg_sys::JB_FOBJECT == 0 || count == 0 {
+            return None;
+        }
+        let mut fields = Vec::with_capacity(count);
         let mut it = pg_sys::JsonbIteratorInit(&mut (*jsonb).root);
+        let mut v = pg_sys::JsonbValue::default();
+        let mut key: &'static str = "";
+        loop {
+            match pg_sys::JsonbIteratorNext(&mut it, &mut v, true) {
+                pg_sys::JsonbIteratorToken::WJB_KEY => key = text(&v),
+                pg_sys::JsonbIteratorToken::WJB_VALUE => {
+                    if v.type_ == pg_sys::jbvType::jbvString {
+                        text(&v);
+                    }
+                    fields.push(Field { key, value: v });
+                }
+                pg_sys::JsonbIteratorToken::WJB_DONE => break,
+                _ => {}
+            }
+        }
+        fields.sort_unstable_by(|a, b| a.key.cmp(b.key));
+        Some(fields)
+    }
+}
+
+/// A key's or string's text, in place; not UTF-8 is the documented error.
+unsafe fn text(v: &pg_sys::JsonbValue) -> &'static str {
+    // SAFETY: a jbvString's `val` points to `len` bytes inside the jsonb, which the caller keeps.
+    unsafe {
+        let s = v.val.string;
+        let bytes = std::slice::from_raw_parts(s.val as *const u8, s.len.max(0) as usize);
+        std::str::from_utf8(bytes).unwrap_or_else(|_| error::not_utf8())
+    }
+}
+
+/// The value of a field read by `object_fields`.
+///
+/// # Safety
+/// The jsonb the field points into is alive.
+pub unsafe fn field_value(v: &pg_sys::JsonbValue) -> Result<Value, TooDeep> {
+    // SAFETY: the caller's contract; a jbvBinary holds a container inside the jsonb.
+    unsafe {
+        if v.type_ == pg_sys::jbvType::jbvBinary {
+            container_value(v.val.binary.data, MAX_DEPTH - 1) // below the row's own object
+        } else {
+            Ok(scalar(v))
+        }
+    }
+}
+
+/// The value of a jsonb container, nested at most `max` levels deep.
+///
+/// # Safety
+/// `root` points to a container inside a live, detoasted jsonb.
+unsafe fn container_value(root: *mut pg_sys::JsonbContainer, max: usize) -> Result<Value, TooDeep> {
+    // SAFETY: the caller's contract; the iterator walks the container, and each JsonbValue's
+    // union is read only as the variant its token or type says.
+    unsafe {
+        let mut it = pg_sys::JsonbIteratorInit(root);
         let mut v = pg_sys::JsonbValue::default();
         // Open containers, innermost last; an object's pending key waits beside it.
         let mut open: Vec<(Value, Option<String>)> = Vec::new();
@@ -35,7 +122,7 @@ pub unsafe fn to_value(datum: pg_sys::Datum) -> Result<Value, TooDeep> {
             pgrx::pg_sys::check_for_interrupts!();
             let token = pg_sys::JsonbIteratorNext(&mut it, &mut v, false);
             let done = match token {
-                pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY | pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT if open.len() >= MAX_DEPTH => {
+                pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY | pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT if open.len() >= max => {
                     let key = open.iter().find_map(|(c, key)| if c.is_object() { key.clone() } else { None });
                     return Err(TooDeep { key });
                 }
@@ -106,12 +193,8 @@ unsafe fn scalar(v: &pg_sys::JsonbValue) -> Value {
     }
 }
 
-/// A string's or key's text.
+/// A string's or key's text, copied.
 unsafe fn string(v: &pg_sys::JsonbValue) -> String {
-    // SAFETY: a jbvString's `val` points to `len` bytes inside the jsonb, which outlives this.
-    unsafe {
-        let s = v.val.string;
-        let bytes = std::slice::from_raw_parts(s.val as *const u8, s.len.max(0) as usize);
-        String::from_utf8(bytes.to_vec()).unwrap_or_else(|_| error::not_utf8())
-    }
+    // SAFETY: the caller's contract: a jbvString inside a live jsonb.
+    unsafe { text(v) }.to_owned()
 }

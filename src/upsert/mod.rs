@@ -8,8 +8,10 @@ mod input;
 mod json_text;
 mod jsonb_read;
 mod kept;
+mod numeric_int;
 mod outcome;
 pub mod plan_cache;
+mod row;
 mod single;
 pub mod statement;
 mod tracking;
@@ -37,7 +39,7 @@ fn safe_upsert_one(
 ) -> pg_sys::Oid {
     fields::keep_fields(target, || {
         let args = Args::new(target, vec![name_arg(version_col, "version_col")], conflict_cols, on_tie);
-        let row = json_arg(row, "row", args.relid);
+        let row = json_row(row, args.relid);
         single::call(args, row)
     })
 }
@@ -52,7 +54,7 @@ fn safe_upsert_multi(
 ) -> pg_sys::Oid {
     fields::keep_fields(target, || {
         let args = Args::new(target, version_names(version_cols), conflict_cols, on_tie);
-        let row = json_arg(row, "row", args.relid);
+        let row = json_row(row, args.relid);
         single::call(args, row)
     })
 }
@@ -139,6 +141,14 @@ fn json_arg(arg: Option<Internal>, name: &str, relid: pg_sys::Oid) -> Value {
             error::json_too_deep(&table, name, deep.key.as_deref(), jsonb_read::MAX_DEPTH)
         }
     }
+}
+
+/// A jsonb row argument, read in place when it is an object with fields (`row::JsonbRow`).
+fn json_row(arg: Option<Internal>, relid: pg_sys::Oid) -> Result<row::JsonbRow, Value> {
+    let Some(datum) = arg.and_then(Internal::unwrap) else { error::null_argument("row") };
+    // SAFETY: the SQL signature makes this a non-NULL jsonb datum, alive until the call ends,
+    // which the row does not outlive.
+    unsafe { row::JsonbRow::read(datum, relid) }
 }
 
 /// The arguments every entry point takes, checked.

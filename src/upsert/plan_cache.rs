@@ -23,6 +23,8 @@ pub struct InputColumn {
     /// the type's input function, looked up once, living in the plan's memory context
     pub input: *mut pg_sys::FmgrInfo,
     pub ioparam: pg_sys::Oid,
+    /// which jsonb scalars it takes without the input function
+    pub direct: super::input::Direct,
 }
 
 /// The batch statements of a plan, prepared on the first batch call.
@@ -94,6 +96,8 @@ pub struct Plan {
     pub shape: Shape,
     /// in parameter order
     pub columns: Vec<InputColumn>,
+    /// the same, as the kept note compares them (`kept.rs`)
+    pub sent: Vec<super::kept::SentAttr>,
     /// the INSERT ... ON CONFLICT; for a partitioned table, the INSERT ... DO NOTHING
     pub upsert: pg_sys::SPIPlanPtr,
     /// for a partitioned table only, the UPDATE that follows a skipped insert
@@ -221,6 +225,15 @@ impl Plan {
             )
         };
         building.memory = memory;
+        let sent = metas
+            .iter()
+            .map(|m| {
+                let (mut len, mut byval) = (0i16, false);
+                // SAFETY: a plain syscache lookup on an existing type.
+                unsafe { pg_sys::get_typlenbyval(m.typid, &mut len, &mut byval) };
+                super::kept::SentAttr { attnum: m.attnum, len, byval }
+            })
+            .collect();
         let columns = metas
             .into_iter()
             .map(|meta| unsafe {
@@ -231,7 +244,8 @@ impl Plan {
                 let input = pg_sys::MemoryContextAllocZero(memory, size_of::<pg_sys::FmgrInfo>())
                     as *mut pg_sys::FmgrInfo;
                 pg_sys::fmgr_info_cxt(func, input, memory);
-                InputColumn { meta, input, ioparam }
+                let direct = super::input::Direct::of(meta.typid, meta.typmod);
+                InputColumn { meta, input, ioparam, direct }
             })
             .collect();
         building.done();
@@ -240,6 +254,7 @@ impl Plan {
             tomb,
             tombstone_table,
             columns,
+            sent,
             shape,
             upsert,
             update,
@@ -374,7 +389,7 @@ impl Plan {
 }
 
 struct Cache {
-    plans: HashMap<String, (Rc<Plan>, u64)>,
+    plans: HashMap<Vec<u8>, (Rc<Plan>, u64)>,
     clock: u64,
 }
 
@@ -387,6 +402,9 @@ thread_local! {
 
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache { plans: HashMap::new(), clock: 0 });
+    /// The last plan `get` served, with its key: held here too, so that a plan evicted from the
+    /// cache (or never cached, see `BUILDING`) lives until the next plan is served.
+    static LAST: RefCell<Option<(Vec<u8>, Rc<Plan>)>> = const { RefCell::new(None) };
     /// Set when an invalidation arrived while the cache was borrowed: treat everything as stale.
     static ALL_STALE: Cell<bool> = const { Cell::new(false) };
     /// The table whose plan is being built, and whether an invalidation for it (or for
@@ -398,25 +416,32 @@ thread_local! {
     static KEPT_FUNCTION_HASH: Cell<Option<u32>> = const { Cell::new(None) };
 }
 
-/// The cache key of a request: every input that changes the generated SQL, each name preceded
-/// by its length, so that no name, however crafted, makes two requests share a key. One
-/// allocation, as the lookup runs on every call.
-pub fn cache_key(req: &Request<'_>) -> String {
-    use std::fmt::Write;
-    let mut key = String::with_capacity(64);
-    let _ = write!(key, "{} {:?} {:?}", req.relid.to_u32(), req.op, req.on_tie);
-    let mut names = |part: &str, names: &mut dyn Iterator<Item = &str>| {
-        key.push_str(part);
+/// The cache key of a request: every input that changes the generated SQL, in bytes: the
+/// table's OID, the operation and `on_tie`, then each name list, each name preceded by its
+/// length, so that no name, however crafted, makes two requests share a key. One allocation
+/// and no formatting, as the lookup runs on every call.
+pub fn cache_key(req: &Request<'_>) -> Vec<u8> {
+    let conflict_cols = req.conflict_cols.unwrap_or_default();
+    let names = req.version_cols.len() + conflict_cols.len() + req.keys.len();
+    let bytes = req.version_cols.iter().chain(conflict_cols).map(String::len).sum::<usize>()
+        + req.keys.iter().map(|k| k.len()).sum::<usize>();
+    let mut key = Vec::with_capacity(9 + 4 * names + bytes);
+    key.extend(req.relid.to_u32().to_ne_bytes());
+    key.push(req.op as u8);
+    key.push(req.on_tie as u8);
+    let mut names = |part: u8, names: &mut dyn Iterator<Item = &str>| {
+        key.push(part);
         for name in names {
-            let _ = write!(key, "{}:{name}", name.len());
+            key.extend((name.len() as u32).to_ne_bytes());
+            key.extend(name.as_bytes());
         }
     };
-    names(" v", &mut req.version_cols.iter().map(String::as_str));
+    names(b'v', &mut req.version_cols.iter().map(String::as_str));
     match req.conflict_cols {
-        Some(cols) => names(" c", &mut cols.iter().map(String::as_str)),
-        None => names(" p", &mut std::iter::empty()),
+        Some(cols) => names(b'c', &mut cols.iter().map(String::as_str)),
+        None => names(b'p', &mut std::iter::empty()),
     }
-    names(" k", &mut req.keys.iter().copied());
+    names(b'k', &mut req.keys.iter().copied());
     key
 }
 
@@ -427,6 +452,23 @@ pub fn get(req: &Request<'_>) -> Rc<Plan> {
     if ALL_STALE.with(|s| s.replace(false)) {
         clear();
     }
+    // The last plan served comes first: a session mostly repeats one call. Its key is compared
+    // in full, and a stale plan is never served from here either.
+    let last = LAST.with(|l| match &*l.borrow() {
+        Some((k, plan)) if *k == key && !plan.stale.get() => Some(plan.clone()),
+        _ => None,
+    });
+    if let Some(plan) = last {
+        return plan;
+    }
+    let plan = lookup(req, key.clone());
+    let old = LAST.with(|l| l.replace(Some((key, plan.clone()))));
+    drop(old); // freed outside the borrow
+    plan
+}
+
+/// The cache's plan for `req`, or a fresh one.
+fn lookup(req: &Request<'_>, key: Vec<u8>) -> Rc<Plan> {
     let found = CACHE.with(|c| {
         let mut c = c.borrow_mut();
         c.clock += 1;
@@ -447,7 +489,10 @@ pub fn get(req: &Request<'_>) -> Rc<Plan> {
     }
     let plan = Rc::new(build_watched(req));
     if INVALIDATED_WHILE_BUILDING.with(|i| i.replace(false)) {
-        return plan; // not cached: the next call builds again from the catalog as it is then
+        // not cached, and stale for `LAST`: the next call builds again from the catalog as it
+        // is then
+        plan.stale.set(true);
+        return plan;
     }
     let evicted = CACHE.with(|c| {
         let mut c = c.borrow_mut();
@@ -489,19 +534,24 @@ pub fn len() -> usize {
 fn clear() {
     let old = CACHE.with(|c| std::mem::take(&mut c.borrow_mut().plans));
     drop(old);
+    let last = LAST.with(|l| l.take());
+    drop(last);
 }
 
 pub(crate) fn mark_stale(relid: pg_sys::Oid) {
     if BUILDING.with(|b| b.get()).is_some_and(|b| relid == pg_sys::InvalidOid || relid == b) {
         INVALIDATED_WHILE_BUILDING.with(|i| i.set(true));
     }
+    let hit = |plan: &Plan| relid == pg_sys::InvalidOid || plan.relid == relid || plan.tomb.as_ref().is_some_and(|t| t.side == relid);
     let marked = CACHE.with(|c| match c.try_borrow() {
         Ok(c) => {
-            for (plan, _) in c.plans.values() {
-                if relid == pg_sys::InvalidOid || plan.relid == relid || plan.tomb.as_ref().is_some_and(|t| t.side == relid) {
-                    plan.stale.set(true);
-                }
-            }
+            c.plans.values().filter(|(plan, _)| hit(plan)).for_each(|(plan, _)| plan.stale.set(true));
+            true
+        }
+        Err(_) => false,
+    }) && LAST.with(|l| match l.try_borrow() {
+        Ok(last) => {
+            last.iter().filter(|(_, plan)| hit(plan)).for_each(|(_, plan)| plan.stale.set(true));
             true
         }
         Err(_) => false,

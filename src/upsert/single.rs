@@ -2,26 +2,35 @@
 //! the stored row (`kept.rs`).
 
 use pgrx::prelude::*;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::plan_cache::{self, Plan};
 use super::statement::OnTie;
 use super::tracking::{self, CallState};
 use super::outcome::Outcome;
-use super::{as_object, input, kept, open_table, Args};
+use super::row::{JsonbRow, Row};
+use super::{as_object, kept, open_table, Args};
 use crate::error;
 use crate::tombstones::as_role;
 
-/// The outcome, as the OID of its SQL enum label.
-pub fn call(args: Args, row: Value) -> pg_sys::Oid {
+/// The outcome, as the OID of its SQL enum label. `row` is the argument read in place, or (when
+/// it is not an object with fields) the document whose error `as_object` raises.
+pub fn call(args: Args, row: Result<JsonbRow, Value>) -> pg_sys::Oid {
     let state = CallState::default();
-    tracking::guard(args.relid, &state, Some(&row), || {
+    let failed_row = row.as_ref().ok().map(|r| r as &dyn Row);
+    tracking::guard(args.relid, &state, failed_row, || {
         open_table(args.relid);
         state.opened.set(true);
         let on_tie = args.on_tie();
         Spi::connect(|_| {
-            let row = as_object(args.relid, &row);
-            let plan = plan_cache::get(&args.request(row.keys().map(String::as_str).collect(), on_tie));
+            let row = match &row {
+                Ok(row) => row,
+                Err(doc) => {
+                    as_object(args.relid, doc);
+                    error::internal("a jsonb object with fields not read in place")
+                }
+            };
+            let plan = plan_cache::get(&args.request(row.keys(), on_tie));
             *state.plan.borrow_mut() = Some(plan.clone());
             let (outcome, stored_version) = upsert_row(&plan, on_tie, row);
             tracking::record(&plan, outcome, row, stored_version);
@@ -32,8 +41,8 @@ pub fn call(args: Args, row: Value) -> pg_sys::Oid {
 
 /// Runs the plan for one row. Returns the outcome and, when the stored row (or the key's
 /// tombstone) was kept, its version as JSON text.
-pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>) -> (Outcome, Option<String>) {
-    let (mut values, nulls) = input::convert(plan, row, &[]);
+pub fn upsert_row(plan: &Plan, on_tie: OnTie, row: &dyn Row) -> (Outcome, Option<String>) {
+    let (mut values, nulls) = row.values(plan);
     let Some(tomb) = &plan.tomb else { return write_row(plan, on_tie, row, &mut values, &nulls) };
     // The key's claim comes first, as a delete's tombstone does: whichever gets there first,
     // the other waits for its transaction.
@@ -62,11 +71,11 @@ pub fn run(stmt: pg_sys::SPIPlanPtr, values: &mut [pg_sys::Datum], nulls: &[std:
 }
 
 /// The write of one row, once any claim on its key is held.
-fn write_row(plan: &Plan, on_tie: OnTie, row: &Map<String, Value>, values: &mut [pg_sys::Datum], nulls: &[std::ffi::c_char]) -> (Outcome, Option<String>) {
+fn write_row(plan: &Plan, on_tie: OnTie, row: &dyn Row, values: &mut [pg_sys::Datum], nulls: &[std::ffi::c_char]) -> (Outcome, Option<String>) {
     // A partitioned table's row can be deleted between the insert that found it and the update:
     // then the insert is tried again.
     for _ in 0..3 {
-        let (written, notes) = kept::collect(|| run(plan.upsert, values, nulls));
+        let (written, notes) = kept::collect(&plan.sent, || run(plan.upsert, values, nulls));
         if written == 1 {
             // SAFETY: the write returned one row, whose first column is a bool.
             let inserted = unsafe { cell::<bool>(0, 1) } == Some(true);
@@ -114,14 +123,14 @@ pub fn unseen_stored_row(plan: &Plan) -> Outcome {
 pub fn kept_outcome(
     plan: &Plan,
     on_tie: OnTie,
-    row: &Map<String, Value>,
+    row: &dyn Row,
     same_version: Option<bool>,
     same_values: Option<bool>,
     superseded: bool,
 ) -> Outcome {
     let outcome = Outcome::of_kept(same_version, same_values, superseded);
     if outcome == Outcome::Tie && on_tie == OnTie::Error {
-        error::version_tie(plan.table(), &plan.key_json(row).to_string());
+        error::version_tie(plan.table(), &plan.key_json(row.map()).to_string());
     }
     outcome
 }

@@ -35,6 +35,8 @@ pub struct VersionCol {
     pub lt: String,
     /// e.g. `OPERATOR(pg_catalog.=)`
     pub eq: String,
+    /// the column is NOT NULL: a stored version is never NULL, so no `IS NULL` arm
+    pub not_null: bool,
 }
 
 /// A key column with the equality operator of its type.
@@ -70,6 +72,9 @@ pub struct Shape {
     pub on_tie: OnTie,
     /// the extension's `safe_upsert_kept` function, schema-qualified and quoted
     pub kept: String,
+    /// whether the extension's SQL has the form of `safe_upsert_kept` that compares the stored
+    /// and incoming rows itself (0.2.0 on), which the upsert's kept arm then calls
+    pub kept_rows: bool,
     /// the table's tombstone table, schema-qualified and quoted, once it has one
     pub tombstones: Option<String>,
 }
@@ -157,6 +162,9 @@ impl Shape {
     fn on_conflict(&self) -> String {
         let set: Vec<String> = self.non_key().map(|i| format!("{c} = EXCLUDED.{c}", c = self.columns[i].name)).collect();
         let incoming = |i: usize| self.col("EXCLUDED", i);
+        // The whole rows cost one step each to set up, where the comparison of every sent
+        // column in SQL costs a step per column and side, paid by every call.
+        let same_values = if self.kept_rows { "s, EXCLUDED".to_string() } else { self.same_values("s", &incoming) };
         format!(
             "ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {when} OR {kept}({same_version}, {same_values}, {stored_version})",
             key = self.key_names(),
@@ -164,7 +172,6 @@ impl Shape {
             when = self.replaces(&incoming),
             kept = self.kept,
             same_version = self.same_version("s", &incoming),
-            same_values = self.same_values("s", &incoming),
             stored_version = self.version_json("s"),
         )
     }
@@ -175,7 +182,7 @@ impl Shape {
         let v = &self.versions[from];
         let s = self.col(stored, v.index);
         let i = incoming(v.index);
-        let here = format!("{s} IS NULL OR {s} {} {i}", v.lt);
+        let here = if v.not_null { format!("{s} {} {i}", v.lt) } else { format!("{s} IS NULL OR {s} {} {i}", v.lt) };
         if from + 1 == self.versions.len() {
             format!("({here})")
         } else {
@@ -355,10 +362,12 @@ mod tests {
                     index,
                     lt: "OPERATOR(pg_catalog.<)".into(),
                     eq: "OPERATOR(pg_catalog.=)".into(),
+                    not_null: false,
                 })
                 .collect(),
             on_tie,
             kept: r#""ext"."safe_upsert_kept""#.into(),
+            kept_rows: false,
             tombstones: None,
         }
     }
@@ -369,6 +378,20 @@ mod tests {
             shape(OnTie::Skip, &[0]).upsert_sql(),
             r#"INSERT INTO "public"."t" AS s ("date", "id", "seq", "value") VALUES ($1, $2, $3, $4) ON CONFLICT ("id") DO UPDATE SET "date" = EXCLUDED."date", "seq" = EXCLUDED."seq", "value" = EXCLUDED."value" WHERE (s."date" IS NULL OR s."date" OPERATOR(pg_catalog.<) EXCLUDED."date") OR "ext"."safe_upsert_kept"(s."date" OPERATOR(pg_catalog.=) EXCLUDED."date", ROW(s."date", s."id", s."seq", s."value")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW(EXCLUDED."date", EXCLUDED."id", EXCLUDED."seq", EXCLUDED."value")::pg_catalog.record, pg_catalog.to_jsonb(s."date")::pg_catalog.text) RETURNING s.xmax OPERATOR(pg_catalog.=) 0"#
         );
+    }
+
+    #[test]
+    fn with_the_whole_row_note_and_a_not_null_version_the_condition_is_slim() {
+        let mut s = shape(OnTie::Skip, &[0]);
+        s.kept_rows = true;
+        s.versions[0].not_null = true;
+        assert_eq!(
+            s.upsert_sql(),
+            r#"INSERT INTO "public"."t" AS s ("date", "id", "seq", "value") VALUES ($1, $2, $3, $4) ON CONFLICT ("id") DO UPDATE SET "date" = EXCLUDED."date", "seq" = EXCLUDED."seq", "value" = EXCLUDED."value" WHERE (s."date" OPERATOR(pg_catalog.<) EXCLUDED."date") OR "ext"."safe_upsert_kept"(s."date" OPERATOR(pg_catalog.=) EXCLUDED."date", s, EXCLUDED, pg_catalog.to_jsonb(s."date")::pg_catalog.text) RETURNING s.xmax OPERATOR(pg_catalog.=) 0"#
+        );
+        // with on_tie = apply the condition still compares the values in SQL
+        s.on_tie = OnTie::Apply;
+        assert!(s.upsert_sql().contains(r#"AND NOT ROW(s."date", s."id", s."seq", s."value")::pg_catalog.record OPERATOR(pg_catalog.*=) ROW("#));
     }
 
     #[test]

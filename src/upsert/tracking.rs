@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::plan_cache::Plan;
 use super::outcome::Outcome;
+use super::row::Row;
 use crate::error;
 use crate::stats::{self, Counter, LogRecord};
 
@@ -44,7 +45,7 @@ fn counter(delete: bool, outcome: Outcome) -> Counter {
 
 /// Runs a call, noting its failure (if tracking is on) before re-raising the error. The note is
 /// made in backend memory only, and counted when the (sub)transaction ends.
-pub fn guard<R>(relid: pg_sys::Oid, state: &CallState, row: Option<&Value>, work: impl FnOnce() -> R) -> R {
+pub fn guard<R>(relid: pg_sys::Oid, state: &CallState, row: Option<&dyn Row>, work: impl FnOnce() -> R) -> R {
     if !stats::tracking() {
         return work();
     }
@@ -61,14 +62,14 @@ pub fn guard<R>(relid: pg_sys::Oid, state: &CallState, row: Option<&Value>, work
 }
 
 /// Counts one row's outcome and, for a conflict, queues its description for the log.
-pub fn record(plan: &Plan, outcome: Outcome, row: &Map<String, Value>, stored_version: Option<String>) {
+pub fn record(plan: &Plan, outcome: Outcome, row: &dyn Row, stored_version: Option<String>) {
     if !stats::tracking() {
         return;
     }
     let kind = counter(plan.is_delete(), outcome);
     stats::outcome(plan.relid, kind);
     if matches!(kind, Counter::Stale | Counter::Tie | Counter::DeleteStale) && stats::logging() {
-        let mut record = describe(plan, row, kind, stored_version);
+        let mut record = describe(plan, row.map(), kind, stored_version);
         record.tombstone = outcome == Outcome::StaleByTombstone;
         stats::conflict(record);
     }
@@ -89,13 +90,13 @@ fn describe(plan: &Plan, row: &Map<String, Value>, kind: Counter, stored_version
 
 /// Notes a failed call on an existing table: unique violations (logged as conflicts too, when
 /// the row is known) apart from other errors.
-fn record_failure(relid: pg_sys::Oid, code: Option<PgSqlErrorCode>, plan: Option<&Plan>, row: Option<&Value>) {
+fn record_failure(relid: pg_sys::Oid, code: Option<PgSqlErrorCode>, plan: Option<&Plan>, row: Option<&dyn Row>) {
     if code != Some(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION) {
         return stats::failed(relid, Counter::Errors, None);
     }
     let conflict = match (plan, row) {
-        (Some(plan), Some(Value::Object(row))) if stats::logging() => {
-            Some(describe(plan, row, Counter::UniqueViolations, None))
+        (Some(plan), Some(row)) if stats::logging() => {
+            Some(describe(plan, row.map(), Counter::UniqueViolations, None))
         }
         _ => None,
     };
