@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: pg_safeupsert side by side with what users would write instead, in one run, on a
 # private server; writes bench/results/results.md (every figure with its ratio to its peer and
-# the targets of issue 5 marked met/missed) and bench/results/chart.png, prints the table, and
+# the targets marked met/missed) and bench/results/chart.png, prints the table, and
 # stops the server.
 #
 #   make bench            default size, about 10 minutes on 2 cores (5 rounds of each contender)

@@ -2,6 +2,7 @@
 //! memory, and background workers, one per database with recent conflicts, send them as NOTIFY,
 //! so that no writing transaction takes NOTIFY's commit lock itself.
 
+mod pace;
 pub mod payload;
 pub mod queue;
 mod worker;

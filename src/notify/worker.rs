@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 
+use super::pace::Rate;
 use super::payload::{self, Detail, Notice};
 use super::queue::{merge, Batch, Queue};
 use crate::gucs::{self, Payload};
@@ -23,14 +24,6 @@ const LAUNCHER_NAP: Duration = Duration::from_millis(500);
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
 /// How long a notifier keeps working while other databases wait for one.
 const FAIR_SHARE: Duration = Duration::from_secs(1);
-/// How long the notifier waits before its next transaction once the stream of conflicts is
-/// dense: the next one then covers all that came in meanwhile, so that a steady stream costs a
-/// couple of hundred small transactions a second instead of one per writer's commit.
-const PACE: Duration = Duration::from_millis(5);
-/// A batch of at least this many events marks the stream as dense. Below it (a quiet database,
-/// or a thousand conflicts a second arriving one by one) each conflict goes out as soon as it is
-/// queued: the writer's commit wakes the notifier, which is waiting on its latch.
-const DENSE: usize = 4;
 /// Events one notifier transaction sends at most.
 const BATCH: usize = 10_000;
 
@@ -148,6 +141,7 @@ pub extern "C-unwind" fn pg_safeupsert_notifier_main(arg: pg_sys::Datum) {
     }
     let started = Instant::now();
     let mut idle_since = Instant::now();
+    let mut rate = Rate::new(Instant::now());
     loop {
         reload_config_if_asked();
         let batch = q.peek(dbid, BATCH);
@@ -166,11 +160,11 @@ pub extern "C-unwind" fn pg_safeupsert_notifier_main(arg: pg_sys::Datum) {
         if started.elapsed() >= FAIR_SHARE && q.others_waiting(dbid) {
             break; // the launcher starts another for what is left here
         }
-        if batch.events.len() >= DENSE {
+        if rate.sent(batch.events.len(), Instant::now()) {
             // Not waiting on the latch meanwhile: writers that queue events do not wake us
             // (SetLatch signals only a process waiting on the latch).
             // SAFETY: a plain sleep, interrupted by signals.
-            unsafe { pg_sys::pg_usleep(PACE.as_micros() as _) };
+            unsafe { pg_sys::pg_usleep(super::pace::PACE.as_micros() as _) };
             if BackgroundWorker::sigterm_received() {
                 break;
             }
