@@ -20,22 +20,29 @@ pub const NULL: c_char = b'n' as c_char;
 /// without a value is an error. The columns marked in `as_text` are checked by their input
 /// function but given as text, for a statement that casts them (see `Column::text_cast`).
 pub fn convert(plan: &Plan, row: &Map<String, Value>, as_text: &[bool]) -> (Vec<pg_sys::Datum>, Vec<c_char>) {
+    parameters(plan, |i, col| {
+        let text = json_text::input_text(row.get(&col.meta.name).unwrap_or(&Value::Null), col.meta.kind)?;
+        let value = input_value(plan, col, &text);
+        if as_text.get(i) == Some(&true) {
+            // SAFETY: such a column's type is an array or a domain over one: a varlena,
+            // palloc'd by its input function and used nowhere else.
+            unsafe { pg_sys::pfree(value.cast_mut_ptr()) };
+            return Some(text_datum(&text));
+        }
+        Some(value)
+    })
+}
+
+/// The plan's parameters, as (datums, SPI null flags), from each column's datum (None for a
+/// missing value or JSON null); a key or version column without a value is an error.
+fn parameters(plan: &Plan, mut datum: impl FnMut(usize, &InputColumn) -> Option<pg_sys::Datum>) -> (Vec<pg_sys::Datum>, Vec<c_char>) {
     let mut values = Vec::with_capacity(plan.columns.len());
     let mut nulls = Vec::with_capacity(plan.columns.len());
     for (i, col) in plan.columns.iter().enumerate() {
         pgrx::pg_sys::check_for_interrupts!();
-        let value = row.get(&col.meta.name).unwrap_or(&Value::Null);
-        match json_text::input_text(value, col.meta.kind) {
-            Some(text) => {
-                let value = input_value(plan, col, &text);
-                if as_text.get(i) == Some(&true) {
-                    // SAFETY: such a column's type is an array or a domain over one: a varlena,
-                    // palloc'd by its input function and used nowhere else.
-                    unsafe { pg_sys::pfree(value.cast_mut_ptr()) };
-                    values.push(text_datum(&text));
-                } else {
-                    values.push(value);
-                }
+        match datum(i, col) {
+            Some(value) => {
+                values.push(value);
                 nulls.push(NOT_NULL);
             }
             None if plan.is_key(i) => error::key_missing(plan.table(), &col.meta.name),
@@ -88,27 +95,15 @@ impl Direct {
 /// directly (`Direct`) skip the text and the input function; everything else goes the way
 /// `convert` goes, with the same errors.
 pub fn convert_fields(plan: &Plan, fields: &[Field]) -> (Vec<pg_sys::Datum>, Vec<c_char>) {
-    let mut values = Vec::with_capacity(plan.columns.len());
-    let mut nulls = Vec::with_capacity(plan.columns.len());
     let mut rest = fields.iter();
-    for (i, col) in plan.columns.iter().enumerate() {
-        let field = rest.find(|f| f.key == col.meta.name);
+    parameters(plan, |_, col| {
+        // the columns come in the fields' order: the search goes on from the last one found
+        let mut probe = rest.clone();
+        let field = probe.find(|f| f.key == col.meta.name)?;
+        rest = probe;
         // SAFETY: the fields point into the call's jsonb argument, alive until the call ends.
-        let value = field.and_then(|f| unsafe { field_datum(plan, col, &f.value) });
-        match value {
-            Some(datum) => {
-                values.push(datum);
-                nulls.push(NOT_NULL);
-            }
-            None if plan.is_key(i) => error::key_missing(plan.table(), &col.meta.name),
-            None if plan.is_version(i) => error::version_missing(plan.table(), &col.meta.name),
-            None => {
-                values.push(pg_sys::Datum::from(0));
-                nulls.push(NULL);
-            }
-        }
-    }
-    (values, nulls)
+        unsafe { field_datum(plan, col, &field.value) }
+    })
 }
 
 /// The datum of one field's value for the column, or None for JSON null.
