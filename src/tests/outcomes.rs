@@ -94,6 +94,31 @@ mod tests {
     }
 
     #[pg_test]
+    fn large_values_stored_compressed_or_out_of_line_compare_by_their_contents() {
+        // the kept note compares the stored row's values, which TOAST may have compressed or
+        // moved out of line, with the incoming ones, which are neither; dropped and unsent
+        // columns of the row type are passed over
+        run("CREATE TABLE out_toast (id int PRIMARY KEY, gone int, v int, big text, noise text, doc jsonb)");
+        run("ALTER TABLE out_toast DROP COLUMN gone");
+        let compressible = "x".repeat(200_000);
+        let random: String = text("SELECT string_agg(md5(g::text), '') FROM generate_series(1, 3000) g");
+        for (n, big) in [compressible, random].iter().enumerate() {
+            let row = format!(r#"{{"id": {n}, "v": 1, "big": "{big}", "doc": {{"k": "{big}"}}}}"#);
+            assert_eq!(upsert("out_toast", &row, "v"), "inserted");
+            run(&format!("UPDATE out_toast SET noise = 'not sent' WHERE id = {n}"));
+            assert_eq!(upsert("out_toast", &row, "v"), "duplicate");
+            let last_changed = format!("{}y", &big[..big.len() - 1]);
+            let other = format!(r#"{{"id": {n}, "v": 1, "big": "{last_changed}", "doc": {{"k": "{big}"}}}}"#);
+            assert_eq!(upsert("out_toast", &other, "v"), "tie");
+            let other = format!(r#"{{"id": {n}, "v": 1, "big": "{big}", "doc": {{"k": "{last_changed}"}}}}"#);
+            assert_eq!(upsert("out_toast", &other, "v"), "tie");
+        }
+        // stored as TOAST keeps them: the repeated one compressed to a fraction, the other not
+        assert_eq!(text("SELECT (pg_column_size(big) < 10000)::text FROM out_toast WHERE id = 0"), "true");
+        assert_eq!(text("SELECT (pg_column_size(big) > 10000)::text FROM out_toast WHERE id = 1"), "true");
+    }
+
+    #[pg_test]
     fn replays_of_an_insert_are_duplicates_within_one_transaction() {
         // the inserted/updated test (xmax) must hold when the stored row is this transaction's own
         run("CREATE TABLE out_replay (id int PRIMARY KEY, v int, val text)");
