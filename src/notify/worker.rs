@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 
-use super::pace::Rate;
+use super::pace::{Rate, PACE};
 use super::payload::{self, Detail, Notice};
 use super::queue::{merge, Batch, Queue};
 use crate::gucs::{self, Payload};
@@ -164,7 +164,7 @@ pub extern "C-unwind" fn pg_safeupsert_notifier_main(arg: pg_sys::Datum) {
             // Not waiting on the latch meanwhile: writers that queue events do not wake us
             // (SetLatch signals only a process waiting on the latch).
             // SAFETY: a plain sleep, interrupted by signals.
-            unsafe { pg_sys::pg_usleep(super::pace::PACE.as_micros() as _) };
+            unsafe { pg_sys::pg_usleep(PACE.as_micros() as _) };
             if BackgroundWorker::sigterm_received() {
                 break;
             }

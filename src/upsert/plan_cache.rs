@@ -107,6 +107,9 @@ pub struct Plan {
     pub batch: OnceCell<BatchPlan>,
     memory: pg_sys::MemoryContext,
     stale: Cell<bool>,
+    /// `CLOCK` when last served, from the cache or as the last plan: the cache evicts the
+    /// least recently used
+    used: Cell<u64>,
 }
 
 impl Drop for Plan {
@@ -262,6 +265,7 @@ impl Plan {
             batch: OnceCell::new(),
             memory,
             stale: Cell::new(false),
+            used: Cell::new(0),
         }
     }
 }
@@ -389,8 +393,7 @@ impl Plan {
 }
 
 struct Cache {
-    plans: HashMap<Vec<u8>, (Rc<Plan>, u64)>,
-    clock: u64,
+    plans: HashMap<Vec<u8>, Rc<Plan>>,
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -401,7 +404,9 @@ thread_local! {
 }
 
 thread_local! {
-    static CACHE: RefCell<Cache> = RefCell::new(Cache { plans: HashMap::new(), clock: 0 });
+    static CACHE: RefCell<Cache> = RefCell::new(Cache { plans: HashMap::new() });
+    /// Counts the plans served, for `Plan::used`.
+    static CLOCK: Cell<u64> = const { Cell::new(0) };
     /// The last plan `get` served, with its key: held here too, so that a plan evicted from the
     /// cache (or never cached, see `BUILDING`) lives until the next plan is served.
     static LAST: RefCell<Option<(Vec<u8>, Rc<Plan>)>> = const { RefCell::new(None) };
@@ -454,14 +459,17 @@ pub fn get(req: &Request<'_>) -> Rc<Plan> {
     }
     // The last plan served comes first: a session mostly repeats one call. Its key is compared
     // in full, and a stale plan is never served from here either.
+    let now = CLOCK.with(|c| c.replace(c.get() + 1) + 1);
     let last = LAST.with(|l| match &*l.borrow() {
         Some((k, plan)) if *k == key && !plan.stale.get() => Some(plan.clone()),
         _ => None,
     });
     if let Some(plan) = last {
+        plan.used.set(now);
         return plan;
     }
     let plan = lookup(req, key.clone());
+    plan.used.set(now);
     let old = LAST.with(|l| l.replace(Some((key, plan.clone()))));
     drop(old); // freed outside the borrow
     plan
@@ -471,13 +479,8 @@ pub fn get(req: &Request<'_>) -> Rc<Plan> {
 fn lookup(req: &Request<'_>, key: Vec<u8>) -> Rc<Plan> {
     let found = CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        c.clock += 1;
-        let now = c.clock;
-        match c.plans.get_mut(&key) {
-            Some((plan, used)) if !plan.stale.get() => {
-                *used = now;
-                Some(Ok(plan.clone()))
-            }
+        match c.plans.get(&key) {
+            Some(plan) if !plan.stale.get() => Some(Ok(plan.clone())),
             Some(_) => Some(Err(c.plans.remove(&key))),
             None => None,
         }
@@ -499,14 +502,13 @@ fn lookup(req: &Request<'_>, key: Vec<u8>) -> Rc<Plan> {
         let capacity = gucs::PLAN_CACHE_SIZE.get().max(1) as usize;
         let mut evicted = Vec::new();
         while c.plans.len() >= capacity {
-            let oldest = c.plans.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+            let oldest = c.plans.iter().min_by_key(|(_, p)| p.used.get()).map(|(k, _)| k.clone());
             match oldest {
                 Some(k) => evicted.extend(c.plans.remove(&k)),
                 None => break,
             }
         }
-        let now = c.clock;
-        c.plans.insert(key, (plan.clone(), now));
+        c.plans.insert(key, plan.clone());
         evicted
     });
     drop(evicted);
@@ -545,7 +547,7 @@ pub(crate) fn mark_stale(relid: pg_sys::Oid) {
     let hit = |plan: &Plan| relid == pg_sys::InvalidOid || plan.relid == relid || plan.tomb.as_ref().is_some_and(|t| t.side == relid);
     let marked = CACHE.with(|c| match c.try_borrow() {
         Ok(c) => {
-            c.plans.values().filter(|(plan, _)| hit(plan)).for_each(|(plan, _)| plan.stale.set(true));
+            c.plans.values().filter(|plan| hit(plan)).for_each(|plan| plan.stale.set(true));
             true
         }
         Err(_) => false,
@@ -606,8 +608,8 @@ pub fn cached(relid: pg_sys::Oid) -> Option<bool> {
         c.borrow()
             .plans
             .values()
-            .find(|(p, _)| p.relid == relid && !p.stale.get() && !p.is_delete())
-            .map(|(p, _)| p.tomb.is_some())
+            .find(|p| p.relid == relid && !p.stale.get() && !p.is_delete())
+            .map(|p| p.tomb.is_some())
     })
 }
 

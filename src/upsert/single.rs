@@ -23,13 +23,10 @@ pub fn call(args: Args, row: Result<JsonbRow, Value>) -> pg_sys::Oid {
         state.opened.set(true);
         let on_tie = args.on_tie();
         Spi::connect(|_| {
-            let row = match &row {
-                Ok(row) => row,
-                Err(doc) => {
-                    as_object(args.relid, doc);
-                    error::internal("a jsonb object with fields not read in place")
-                }
-            };
+            let row = row.as_ref().unwrap_or_else(|doc| {
+                as_object(args.relid, doc);
+                error::internal("a jsonb object with fields not read in place")
+            });
             let plan = plan_cache::get(&args.request(row.keys(), on_tie));
             *state.plan.borrow_mut() = Some(plan.clone());
             let (outcome, stored_version) = upsert_row(&plan, on_tie, row);

@@ -164,9 +164,9 @@ impl Shape {
         let incoming = |i: usize| self.col("EXCLUDED", i);
         // The whole rows cost one step each to set up, where the comparison of every sent
         // column in SQL costs a step per column and side, paid by every call.
-        let same_values = if self.kept_rows { "s, EXCLUDED".to_string() } else { self.same_values("s", &incoming) };
+        let values = if self.kept_rows { "s, EXCLUDED".to_string() } else { self.same_values("s", &incoming) };
         format!(
-            "ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {when} OR {kept}({same_version}, {same_values}, {stored_version})",
+            "ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {when} OR {kept}({same_version}, {values}, {stored_version})",
             key = self.key_names(),
             set = set.join(", "),
             when = self.replaces(&incoming),
