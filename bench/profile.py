@@ -2,12 +2,13 @@
 
     BENCH_KEEP=1 BENCH_SUITES=4 make bench QUICK=1     # leaves the bench server up
     eval "$(scripts/cluster.sh env bench)"
-    .venv/bin/python bench/profile.py single            # or: static, single-notify, batch, notifier
+    .venv/bin/python bench/profile.py single            # or: static, single-notify, batch, batch-handwritten, notifier
 
   single         a pgbench backend running suite 1's safe_upsert (notify off: the backend alone)
   single-notify  the same with notify on (defaults)
   static         a pgbench backend running suite 1's static INSERT ... ON CONFLICT (the baseline)
   batch          the backend running suite 2's safe_upsert_many batches
+  batch-handwritten  the same batches written by suite 2's hand-written set-based SQL (the baseline)
   notifier       the notification worker during suite 3's "worker" variant (8 clients)
 
 perf records cpu-clock samples (this VM has no hardware counters) with DWARF call graphs, and
@@ -124,7 +125,7 @@ def record(pid, seconds, path, freq):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["single", "single-notify", "static", "batch", "notifier"])
+    ap.add_argument("what", choices=["single", "single-notify", "static", "batch", "batch-handwritten", "notifier"])
     ap.add_argument("--seconds", type=float, default=4)
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--min", type=float, default=0.8)
@@ -153,7 +154,7 @@ def main():
             units, per = per_backend_tps * args.seconds, "tx"
             root = "PostgresMain"
             print(f"{args.what}: {result['r'].tps:,.0f} tps with {s1.CLIENTS} clients; backend {pid}")
-        elif args.what == "batch":
+        elif args.what in ("batch", "batch-handwritten"):
             import suite_batch as s2
             versioned_table(conn, s2.TABLE)
             batches = s2.make_batches(1200)  # more than the load time needs: the backend must outlive perf
@@ -165,7 +166,7 @@ def main():
                     c.commit()
                     t0 = time.monotonic()
                     for text, _, _ in batches:
-                        c.execute(s2.SQL["safe_upsert_many"], (text,)).fetchall()
+                        c.execute(s2.SQL["safe_upsert_many" if args.what == "batch" else "handwritten"], (text,))
                         c.commit()
                         done.append(time.monotonic())
                         if time.monotonic() - t0 > load_secs:
@@ -181,7 +182,7 @@ def main():
             th.join()
             units, per = sum(1 for t in done if t0 <= t <= t1), "batch"
             root = "PostgresMain"
-            print(f"batch: {units / (t1 - t0):,.1f} batches of 1,000 rows per second; backend {pid}")
+            print(f"{args.what}: {units / (t1 - t0):,.1f} batches of 1,000 rows per second; backend {pid}")
         else:
             import suite_notify as s3
             with open(os.path.join(common.HERE, "sql", "notify_trigger.sql")) as f:

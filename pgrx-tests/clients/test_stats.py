@@ -572,6 +572,30 @@ def test_conflict_log_shows_several_version_columns_as_arrays(db, conn):
     assert (r["kind"], r["key"], r["stored_version"], r["incoming_version"]) == ("stale", {"k": "x"}, [2, 5], [2, 1])
 
 
+def test_batch_rows_losing_to_their_keys_winner_log_its_version_as_to_jsonb_writes_it(db, conn):
+    # Inside a batch the rows of one key are compared with its winner in the backend: the
+    # logged stored version must read as the single call's (`to_jsonb` of the stored column),
+    # for versions whose JSON is not what was sent.
+    t = db.table("k int PRIMARY KEY, at timestamp, n int, v text")
+    rows = [
+        {"k": 1, "at": "2024-05-01 10:00", "n": 2, "v": "a"},
+        {"k": 1, "at": "2024-04-01 10:00", "n": 9, "v": "b"},
+        {"k": 1, "at": "2024-05-01 10:00", "n": 2, "v": "c"},
+    ]
+    got = conn.execute(
+        "SELECT string_agg(outcome::text, ' ' ORDER BY ord) FROM safe_upsert_many(%s, %s, ARRAY['at', 'n'])",
+        (t, Jsonb(rows)),
+    ).fetchone()[0]
+    assert got == "inserted stale tie"
+    stored = conn.execute(f"SELECT jsonb_build_array(at, n) FROM {t}").fetchone()[0]
+    logged = [(r["kind"], r["stored_version"], r["incoming_version"]) for r in conflicts(conn, t)]
+    assert stored == ["2024-05-01T10:00:00", 2]
+    assert logged == [("stale", stored, ["2024-04-01 10:00", 9]), ("tie", stored, ["2024-05-01 10:00", 2])]
+    # the same row sent alone, against the stored one, logs the same stored version
+    assert upsert(conn, t, rows[1], version=["at", "n"]) == "stale"
+    assert conflicts(conn, t)[-1]["stored_version"] == stored
+
+
 def test_long_values_in_incoming_row_are_cut_with_a_marker(db, conn):
     t = db.table("k int PRIMARY KEY, ver int, body text, note text, tags int[]")
     conn.execute(f"INSERT INTO {t} VALUES (1, 10, 'stored', 'stored', NULL)")

@@ -79,6 +79,38 @@ mod tests {
     }
 
     #[pg_test]
+    fn rows_of_one_key_compare_array_values_as_values_not_as_their_spelling() {
+        // arrays travel as text: "{1,2}" and "{ 1 , 2 }" are one value, as the stored row's
+        // comparison with a single call finds
+        run("CREATE TABLE arr_dup (id int PRIMARY KEY, v int, nums int[])");
+        assert_eq!(
+            many("arr_dup", r#"[{"id": 1, "v": 1, "nums": "{1,2}"}, {"id": 1, "v": 1, "nums": "{ 1 , 2 }"},
+                              {"id": 1, "v": 1, "nums": [1, 2]}, {"id": 1, "v": 1, "nums": [2, 1]}]"#),
+            "inserted duplicate duplicate tie"
+        );
+        assert_eq!(upsert("arr_dup", r#"{"id": 1, "v": 1, "nums": "{ 1 , 2 }"}"#, "v"), "duplicate");
+    }
+
+    #[pg_test]
+    fn rows_of_a_batch_keep_their_outcomes_when_a_trigger_moves_another_rows_key() {
+        // The write returns the keys it wrote, matched to the rows sent: a row that a BEFORE
+        // INSERT trigger moved to another key matches none of them, and the rows around it
+        // must still be told apart.
+        run(r#"CREATE TABLE trg_move (id int PRIMARY KEY, v int, val text);
+               INSERT INTO trg_move VALUES (3, 5, 'stored'), (5, 1, 'stored');
+               CREATE FUNCTION trg_move_f() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN IF NEW.val = 'move' THEN NEW.id := NEW.id + 100; END IF; RETURN NEW; END $$;
+               CREATE TRIGGER move_rows BEFORE INSERT ON trg_move FOR EACH ROW EXECUTE FUNCTION trg_move_f();"#);
+        let outcomes = text(
+            r#"SELECT string_agg(outcome::text, ' ' ORDER BY ord) FROM safe_upsert_many('trg_move',
+                 '[{"id": 4, "v": 1, "val": "keep"}, {"id": 1, "v": 1, "val": "move"}, {"id": 3, "v": 2, "val": "old"},
+                   {"id": 2, "v": 1, "val": "keep"}, {"id": 5, "v": 2, "val": "new"}]', 'v') WHERE ord <> 2"#,
+        );
+        assert_eq!(outcomes, "inserted stale inserted updated");
+        assert_eq!(contents("trg_move"), "(101,1,move) (2,1,keep) (3,5,stored) (4,1,keep) (5,2,new)");
+    }
+
+    #[pg_test]
     fn a_bad_array_in_a_batch_names_its_row_and_column_and_writes_nothing() {
         run("CREATE DOMAIN arr_bad_small AS int[] CHECK (cardinality(VALUE) <= 1);
              CREATE TABLE arr_bad (id int PRIMARY KEY, v int, nums int[], small arr_bad_small);");

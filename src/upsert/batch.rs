@@ -15,7 +15,8 @@ use super::single::{cell, kept_outcome, run, unseen_stored_row, upsert_row};
 use super::statement::OnTie;
 use super::tracking::{self, CallState};
 use super::outcome::Outcome;
-use super::{as_object, kept, open_table, Args};
+use super::winners::{self, Comparators};
+use super::{as_object, dedupe, kept, open_table, Args};
 use crate::error::{self, fields};
 use crate::tombstones::as_role;
 
@@ -107,8 +108,10 @@ pub(super) fn batch_plan(plan: &Plan) -> &BatchPlan {
             argtypes.push(array);
         }
         let is_delete = plan.tomb.as_ref().is_some_and(|t| t.delete.is_some());
-        let upsert = (!is_delete).then(|| prepare_custom(&plan.shape.batch_upsert_sql(), &mut argtypes));
-        BatchPlan::new(upsert, argtypes, elements)
+        let winners = if is_delete { None } else { Comparators::new(plan, plan.memory()) };
+        let sql = if winners.is_some() { plan.shape.batch_winners_sql() } else { plan.shape.batch_upsert_sql() };
+        let upsert = (!is_delete).then(|| prepare_custom(&sql, &mut argtypes));
+        BatchPlan::new(upsert, argtypes, elements, winners)
     })
 }
 
@@ -133,10 +136,27 @@ pub(super) fn convert_group<'a>(plan: &Plan, rows: &[&Map<String, Value>], posit
     Converted { positions, columns }
 }
 
+impl Converted<'_> {
+    /// Column `column`'s value in row `row` (an index into `positions`).
+    pub(super) fn value(&self, column: usize, row: usize) -> pg_sys::Datum {
+        self.columns[column].0[row]
+    }
+
+    pub(super) fn is_null(&self, column: usize, row: usize) -> bool {
+        self.columns[column].1[row]
+    }
+}
+
 /// The batch statements' parameters for the converted rows at `picks` (indexes into
 /// `positions`): their 1-based positions, then one array per sent column.
 pub(super) fn params(batch: &BatchPlan, rows: &Converted<'_>, picks: &[usize]) -> Vec<pg_sys::Datum> {
-    let ords: Vec<pg_sys::Datum> = picks.iter().map(|&i| pg_sys::Datum::from(rows.positions[i] as i32 + 1)).collect();
+    let ords = picks.iter().map(|&i| rows.positions[i] as i32 + 1).collect();
+    numbered_params(batch, rows, picks, ords)
+}
+
+/// `params`, numbering the rows with `ords` instead of their positions.
+fn numbered_params(batch: &BatchPlan, rows: &Converted<'_>, picks: &[usize], ords: Vec<i32>) -> Vec<pg_sys::Datum> {
+    let ords: Vec<pg_sys::Datum> = ords.into_iter().map(pg_sys::Datum::from).collect();
     let int4 = Element { typid: pg_sys::INT4OID, len: 4, byval: true, align: b'i' as std::ffi::c_char };
     let mut params = vec![array(ords, vec![false; picks.len()], &int4)];
     for ((values, nulls), element) in rows.columns.iter().zip(&batch.elements) {
@@ -179,6 +199,7 @@ fn upsert_group(
     let converted = convert_group(plan, rows, positions);
     let mut results = Vec::with_capacity(positions.len());
     let all: Vec<usize> = (0..positions.len()).collect();
+    let mut picks = all.clone();
     let mut params = params(batch, &converted, &all);
     let not_null = vec![input::NOT_NULL; params.len()];
     let tomb = plan.tomb.as_ref().map(|tomb| (tomb, plan.batch_tomb(tomb, batch)));
@@ -197,18 +218,144 @@ fn upsert_group(
         }
         if !refused.is_empty() {
             refused.sort_unstable();
-            let picks: Vec<usize> = all.iter().copied().filter(|&i| refused.binary_search(&positions[i]).is_err()).collect();
+            picks = all.iter().copied().filter(|&i| refused.binary_search(&positions[i]).is_err()).collect();
             if picks.is_empty() {
                 return results;
             }
             params = self::params(batch, &converted, &picks);
         }
     }
-    let results = write_group(plan, on_tie, rows, &converted, batch, &mut params, &not_null, results);
+    let results = match &batch.winners {
+        Some(comparators) => write_winners(plan, on_tie, rows, &converted, batch, comparators, &picks, results),
+        None => write_group(plan, on_tie, rows, &converted, batch, &mut params, &not_null, results),
+    };
     if let Some((tomb, statements)) = tomb {
         // the same rows as the write
         plan_cache::with_key_lookups(|| as_role(tomb.owner, || run(statements.unclaim, &mut params, &not_null)));
     }
+    results
+}
+
+/// The set-based write of a group's rows at `picks` (indexes into `converted`), one winner per
+/// key chosen here by `comparators`, adding every row's outcome to `results`. Rows that lose
+/// to their key's winner are compared with it here, before anything is written.
+#[allow(clippy::too_many_arguments)]
+fn write_winners(
+    plan: &Plan,
+    on_tie: OnTie,
+    rows: &[&Map<String, Value>],
+    converted: &Converted<'_>,
+    batch: &BatchPlan,
+    comparators: &Comparators,
+    picks: &[usize],
+    mut results: Vec<(usize, Outcome, Option<String>)>,
+) -> Vec<(usize, Outcome, Option<String>)> {
+    let picked = dedupe::pick(
+        picks.len(),
+        &mut |a, b| comparators.keys(converted, picks[a], picks[b]),
+        &mut |a, b| comparators.versions(converted, picks[a], picks[b]),
+        on_tie == OnTie::Apply,
+    );
+    let mut losers = picked.losers;
+    losers.sort_unstable(); // in input order, as a tie error under on_tie = error names the first
+    for (loser, winner) in losers {
+        pgrx::pg_sys::check_for_interrupts!();
+        let (l, w) = (picks[loser], picks[winner]);
+        let pos = converted.positions[l];
+        let same_version = comparators.versions(converted, l, w) == std::cmp::Ordering::Equal;
+        let same_values = winners::same_values(plan, converted, l, w);
+        let outcome =
+            at_row(pos, || kept_outcome(plan, on_tie, rows[pos], Some(same_version), Some(same_values), on_tie == OnTie::Apply));
+        let version = matches!(outcome, Outcome::Stale | Outcome::Tie).then(|| winners::version_json(plan, converted, w));
+        results.push((pos, outcome, version));
+    }
+
+    let winners: Vec<usize> = picked.winners.iter().map(|&w| picks[w]).collect();
+    let mut params = numbered_params(batch, converted, &winners, (1..=winners.len() as i32).collect());
+    let not_null = vec![input::NOT_NULL; params.len()];
+    let Some(upsert) = batch.upsert else { error::internal("a delete's plan has no batch write") };
+    let (n, notes) = kept::collect(&plan.sent, || run(upsert, &mut params, &not_null));
+    // Returned rows come in the order written, which is the winners' order: each is matched to
+    // its winner by key, the next one first. A row whose key a BEFORE trigger changed matches
+    // none and is left out, its winner then counting as kept.
+    let keys = plan.shape.key.len();
+    let mut written: Vec<Option<bool>> = vec![None; winners.len()];
+    let mut next = 0;
+    for r in 0..n as usize {
+        // SAFETY: the write returned n rows of (the key columns, bool).
+        let (stored, inserted) = unsafe {
+            let table = pg_sys::SPI_tuptable;
+            let tuple = *(*table).vals.add(r);
+            let mut isnull = false;
+            let stored: Vec<pg_sys::Datum> =
+                (1..=keys as i32).map(|c| pg_sys::SPI_getbinval(tuple, (*table).tupdesc, c, &mut isnull)).collect();
+            (stored, cell::<bool>(r, keys as i32 + 1) == Some(true))
+        };
+        let at = |w: usize| comparators.key_against(converted, winners[w], &stored);
+        let found = if next < winners.len() && at(next) == std::cmp::Ordering::Equal {
+            Some(next)
+        } else {
+            // winners are sorted by key: search them all
+            let (mut lo, mut hi) = (0, winners.len());
+            let mut found = None;
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                match at(mid) {
+                    std::cmp::Ordering::Less => lo = mid + 1,
+                    std::cmp::Ordering::Greater => hi = mid,
+                    std::cmp::Ordering::Equal => {
+                        found = Some(mid);
+                        break;
+                    }
+                }
+            }
+            found
+        };
+        if let Some(w) = found {
+            written[w] = Some(inserted);
+            next = w + 1;
+        }
+    }
+    let mut skipped = Vec::new();
+    for (w, done) in written.into_iter().enumerate() {
+        let pos = converted.positions[winners[w]];
+        match done {
+            Some(true) => results.push((pos, Outcome::Inserted, None)),
+            Some(false) => results.push((pos, Outcome::Updated, None)),
+            None => skipped.push(pos),
+        }
+    }
+    kept_winners(plan, on_tie, rows, converted, skipped, notes, results)
+}
+
+/// The outcomes of the winners at input positions `skipped` (in the order written), whose
+/// stored rows the write kept, from the notes it left or, when they do not match one for one,
+/// from a second statement.
+fn kept_winners(
+    plan: &Plan,
+    on_tie: OnTie,
+    rows: &[&Map<String, Value>],
+    converted: &Converted<'_>,
+    skipped: Vec<usize>,
+    notes: Vec<kept::Kept>,
+    mut results: Vec<(usize, Outcome, Option<String>)>,
+) -> Vec<(usize, Outcome, Option<String>)> {
+    if skipped.is_empty() {
+        return results;
+    }
+    if notes.len() == skipped.len() {
+        for (pos, note) in skipped.into_iter().zip(notes) {
+            let outcome = at_row(pos, || kept_outcome(plan, on_tie, rows[pos], note.same_version, note.same_values, false));
+            results.push((pos, outcome, note.stored_version));
+        }
+        return results;
+    }
+    if notes.is_empty() {
+        // None kept by the versions, which would have left notes: BEFORE triggers skipped them.
+        results.extend(skipped.into_iter().map(|pos| (pos, Outcome::SkippedByTrigger, None)));
+        return results;
+    }
+    results.extend(classify_group(plan, on_tie, rows, converted, skipped));
     results
 }
 
@@ -251,25 +398,10 @@ fn write_group(
             results.push((pos, outcome, version));
         }
     }
-    if skipped.is_empty() {
-        return results;
-    }
+    // The write kept them in key order, noting why for each.
     skipped.sort_unstable();
-    if notes.len() == skipped.len() {
-        // The write kept them in key order, noting why for each.
-        for ((_, pos), note) in skipped.into_iter().zip(notes) {
-            let outcome = at_row(pos, || kept_outcome(plan, on_tie, rows[pos], note.same_version, note.same_values, false));
-            results.push((pos, outcome, note.stored_version));
-        }
-        return results;
-    }
-    if notes.is_empty() {
-        // None kept by the versions, which would have left notes: BEFORE triggers skipped them.
-        results.extend(skipped.into_iter().map(|(_, pos)| (pos, Outcome::SkippedByTrigger, None)));
-        return results;
-    }
-    results.extend(classify_group(plan, on_tie, rows, converted, skipped.into_iter().map(|(_, pos)| pos).collect()));
-    results
+    let skipped = skipped.into_iter().map(|(_, pos)| pos).collect();
+    kept_winners(plan, on_tie, rows, converted, skipped, notes, results)
 }
 
 /// The 0-based input position in column 1 of result row `r`, checked against the batch's size.

@@ -157,6 +157,27 @@ pub fn text_datum(s: &str) -> pg_sys::Datum {
     pg_sys::Datum::from(unsafe { pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32) })
 }
 
+/// A value that travels as text (`Column::text_cast`), as a value of the column's type.
+pub(super) fn input_text_datum(plan: &Plan, column: usize, text: pg_sys::Datum) -> pg_sys::Datum {
+    // SAFETY: the datum is a text value made by `text_datum`.
+    let text = unsafe { text_contents(text) };
+    input_value(plan, &plan.columns[column], &text)
+}
+
+/// A text datum's contents.
+///
+/// # Safety
+/// `text` is a non-NULL text datum.
+unsafe fn text_contents(text: pg_sys::Datum) -> String {
+    // SAFETY: the caller's contract; the C string is palloc'd and copied.
+    unsafe {
+        let s = pg_sys::text_to_cstring(text.cast_mut_ptr());
+        let owned = std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned();
+        pg_sys::pfree(s.cast());
+        owned
+    }
+}
+
 /// Runs the column's input function, naming the column and table if it refuses the text.
 fn input_value(plan: &Plan, col: &InputColumn, text: &str) -> pg_sys::Datum {
     let (table, column) = (plan.table(), &col.meta.name);

@@ -98,7 +98,7 @@ fn safe_upsert_kept_rows(same_version: Option<bool>, stored: Option<Internal>, i
 unsafe extern "C-unwind" {
     /// utils/datum.h: whether two datums of a type have the same binary image (detoasted), as
     /// `record_image_eq` compares columns.
-    fn datum_image_eq(value1: pg_sys::Datum, value2: pg_sys::Datum, typ_by_val: bool, typ_len: i32) -> bool;
+    pub(super) fn datum_image_eq(value1: pg_sys::Datum, value2: pg_sys::Datum, typ_by_val: bool, typ_len: i32) -> bool;
 }
 
 /// Whether the sent columns of the two rows have the same binary images, NULLs equal: what

@@ -3,6 +3,7 @@
 
 mod batch;
 pub mod catalog;
+mod dedupe;
 mod delete;
 mod input;
 mod json_text;
@@ -15,6 +16,7 @@ mod row;
 mod single;
 pub mod statement;
 mod tracking;
+mod winners;
 
 use std::ffi::CStr;
 

@@ -37,6 +37,9 @@ pub struct BatchPlan {
     argtypes: Vec<pg_sys::Oid>,
     /// per sent column: the arrays' element type
     pub elements: Vec<Element>,
+    /// an upsert's comparisons that choose one winner per key in the backend, when its key and
+    /// version columns have them; without, the write chooses them itself
+    pub winners: Option<super::winners::Comparators>,
 }
 
 /// An array's element type, as `construct_md_array` needs it.
@@ -312,8 +315,13 @@ impl Drop for Building {
 }
 
 impl BatchPlan {
-    pub fn new(upsert: Option<pg_sys::SPIPlanPtr>, argtypes: Vec<pg_sys::Oid>, elements: Vec<Element>) -> BatchPlan {
-        BatchPlan { upsert, classify: OnceCell::new(), argtypes, elements }
+    pub fn new(
+        upsert: Option<pg_sys::SPIPlanPtr>,
+        argtypes: Vec<pg_sys::Oid>,
+        elements: Vec<Element>,
+        winners: Option<super::winners::Comparators>,
+    ) -> BatchPlan {
+        BatchPlan { upsert, classify: OnceCell::new(), argtypes, elements, winners }
     }
 }
 
@@ -330,6 +338,11 @@ impl Plan {
     /// `classify` for a batch group's kept rows.
     pub fn batch_classify(&self, batch: &BatchPlan) -> pg_sys::SPIPlanPtr {
         *batch.classify.get_or_init(|| prepare_custom(&self.shape.batch_classify_sql(), &mut batch.argtypes.clone()))
+    }
+
+    /// The plan's own memory context, deleted with it.
+    pub fn memory(&self) -> pg_sys::MemoryContext {
+        self.memory
     }
 
     /// A plan of safe_delete's.

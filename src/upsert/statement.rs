@@ -325,6 +325,24 @@ impl Shape {
         )
     }
 
+    /// The batch write of rows already chosen one per key and sent in key order (`dedupe.rs`),
+    /// written in that order (a fixed lock order between concurrent batches; parameter 1 numbers
+    /// them). Returns the key and whether it inserted, per written row; a kept row returns
+    /// nothing and leaves a note (`kept.rs`), so the n-th note belongs to the n-th winner not
+    /// returned.
+    pub fn batch_winners_sql(&self) -> String {
+        let returning: Vec<String> = self.key.iter().map(|k| self.col("s", k.index)).collect();
+        format!(
+            "INSERT INTO {table} AS s ({cols}) SELECT {cols} FROM ({input}) i ORDER BY i.{ORD} {on_conflict} \
+             RETURNING {returning}, s.xmax OPERATOR(pg_catalog.=) 0",
+            table = self.table,
+            cols = self.names(),
+            input = self.batch_input(),
+            on_conflict = self.on_conflict(),
+            returning = returning.join(", "),
+        )
+    }
+
     /// Why batch writes were skipped: like `classify_sql`, for the skipped rows passed as in
     /// `batch_upsert_sql`. Returns (position, same version, same values, stored version,
     /// whether the incoming row replaces it).
@@ -447,6 +465,14 @@ mod tests {
             assert!(sql.contains(part), "{part}\n not in\n{sql}");
         }
         assert!(shape(OnTie::Apply, &[0]).batch_upsert_sql().contains(r#"i."pg_safeupsert_ord" DESC"#));
+    }
+
+    #[test]
+    fn batch_winners_are_written_in_the_order_sent_and_return_their_keys() {
+        let sql = shape(OnTie::Skip, &[0]).batch_winners_sql();
+        assert!(sql.contains(r#"ORDER BY i."pg_safeupsert_ord" ON CONFLICT"#), "{sql}");
+        assert!(sql.ends_with(r#"RETURNING s."id", s.xmax OPERATOR(pg_catalog.=) 0"#), "{sql}");
+        assert!(!sql.contains("row_number"), "{sql}");
     }
 
     #[test]
