@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 
 use pgrx::prelude::*;
-use serde_json::{Map, Value};
 
 use super::catalog;
 use super::input::{self, NULL};
@@ -15,40 +14,36 @@ use super::single::{cell, kept_outcome, run, unseen_stored_row, upsert_row};
 use super::statement::OnTie;
 use super::tracking::{self, CallState};
 use super::outcome::Outcome;
+use super::row::JsonbRow;
 use super::winners::{self, Comparators};
 use super::{as_object, dedupe, kept, open_table, Args};
 use crate::error::{self, fields};
 use crate::tombstones::as_role;
 
 /// (1-based position, outcome as the OID of its SQL enum label) per row, in input order.
-pub fn call(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
+pub fn call(args: Args, rows: pg_sys::Datum) -> Vec<(i32, pg_sys::Oid)> {
     let state = CallState::default();
     tracking::guard(args.relid, &state, None, || {
         open_table(args.relid);
         state.opened.set(true);
         let on_tie = args.on_tie();
         Spi::connect(|_| {
-            let rows: Vec<&Map<String, Value>> = match &rows {
-                Value::Array(rows) => {
-                    rows.iter().enumerate().map(|(i, r)| at_row(i, || as_object(args.relid, r))).collect()
-                }
-                _ => error::rows_not_array(&catalog::table_name(args.relid)),
-            };
+            let rows = object_rows(args.relid, rows);
             let mut outcomes = Vec::with_capacity(rows.len());
             for positions in groups(&rows) {
-                let keys = rows[positions[0]].keys().map(String::as_str).collect();
+                let keys = rows[positions[0]].keys();
                 let plan = at_row(positions[0], || plan_cache::get(&args.request(keys, on_tie)));
                 *state.plan.borrow_mut() = Some(plan.clone());
                 let mut written: Vec<_> = if plan.update.is_some() {
                     // Partitioned: no set-based statement can tell inserts from updates there.
-                    positions.iter().map(|&p| (p, at_row(p, || upsert_row(&plan, on_tie, rows[p])))).map(|(p, (o, v))| (p, o, v)).collect()
+                    positions.iter().map(|&p| (p, at_row(p, || upsert_row(&plan, on_tie, &rows[p])))).map(|(p, (o, v))| (p, o, v)).collect()
                 } else {
                     upsert_group(&plan, on_tie, &rows, &positions)
                 };
                 written.sort_unstable_by_key(|(pos, _, _)| *pos); // conflicts are logged in input order
                 for (pos, outcome, stored_version) in written {
                     pgrx::pg_sys::check_for_interrupts!();
-                    tracking::record(&plan, outcome, rows[pos], stored_version);
+                    tracking::record(&plan, outcome, &rows[pos], stored_version);
                     outcomes.push((pos as i32 + 1, outcome.to_oid()));
                 }
             }
@@ -58,14 +53,32 @@ pub fn call(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
     })
 }
 
+/// The rows of a batch's jsonb argument, read in place: an array of objects with fields, or
+/// the error that names the row at fault or says that it is no array.
+pub(super) fn object_rows(relid: pg_sys::Oid, rows: pg_sys::Datum) -> Vec<JsonbRow> {
+    // SAFETY: a non-NULL jsonb argument, alive until the call ends, which the rows do not outlive.
+    let Some(rows) = (unsafe { JsonbRow::read_array(rows, relid) }) else {
+        error::rows_not_array(&catalog::table_name(relid))
+    };
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, row)| {
+            row.unwrap_or_else(|value| {
+                at_row(i, || as_object(relid, &value));
+                error::internal("a batch row read as no object was one")
+            })
+        })
+        .collect()
+}
+
 /// Positions of the rows, grouped by the set of columns they carry, groups in order of first
 /// appearance.
-pub(super) fn groups(rows: &[&Map<String, Value>]) -> Vec<Vec<usize>> {
+pub(super) fn groups(rows: &[JsonbRow]) -> Vec<Vec<usize>> {
     let mut index: HashMap<Vec<&str>, usize> = HashMap::new();
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (pos, row) in rows.iter().enumerate() {
         pgrx::pg_sys::check_for_interrupts!();
-        let keys: Vec<&str> = row.keys().map(String::as_str).collect();
+        let keys = row.keys();
         let g = *index.entry(keys).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1
@@ -122,12 +135,12 @@ pub(super) struct Converted<'a> {
     columns: Vec<(Vec<pg_sys::Datum>, Vec<bool>)>,
 }
 
-pub(super) fn convert_group<'a>(plan: &Plan, rows: &[&Map<String, Value>], positions: &'a [usize]) -> Converted<'a> {
+pub(super) fn convert_group<'a>(plan: &Plan, rows: &[JsonbRow], positions: &'a [usize]) -> Converted<'a> {
     let n = positions.len();
     let mut columns = vec![(Vec::with_capacity(n), Vec::with_capacity(n)); plan.columns.len()];
     let as_text: Vec<bool> = plan.shape.columns.iter().map(|c| c.text_cast.is_some()).collect();
     for &pos in positions {
-        let (values, nulls) = at_row(pos, || input::convert(plan, rows[pos], &as_text));
+        let (values, nulls) = at_row(pos, || rows[pos].values_as(plan, &as_text));
         for (c, (v, null)) in columns.iter_mut().zip(values.into_iter().zip(nulls)) {
             c.0.push(v);
             c.1.push(null == NULL);
@@ -192,7 +205,7 @@ pub(super) fn array(mut values: Vec<pg_sys::Datum>, mut nulls: Vec<bool>, elemen
 fn upsert_group(
     plan: &Plan,
     on_tie: OnTie,
-    rows: &[&Map<String, Value>],
+    rows: &[JsonbRow],
     positions: &[usize],
 ) -> Vec<(usize, Outcome, Option<String>)> {
     let batch = batch_plan(plan);
@@ -243,7 +256,7 @@ fn upsert_group(
 fn write_winners(
     plan: &Plan,
     on_tie: OnTie,
-    rows: &[&Map<String, Value>],
+    rows: &[JsonbRow],
     converted: &Converted<'_>,
     batch: &BatchPlan,
     comparators: &Comparators,
@@ -265,7 +278,7 @@ fn write_winners(
         let same_version = comparators.versions(converted, l, w) == std::cmp::Ordering::Equal;
         let same_values = winners::same_values(plan, converted, l, w);
         let outcome =
-            at_row(pos, || kept_outcome(plan, on_tie, rows[pos], Some(same_version), Some(same_values), on_tie == OnTie::Apply));
+            at_row(pos, || kept_outcome(plan, on_tie, &rows[pos], Some(same_version), Some(same_values), on_tie == OnTie::Apply));
         let version = matches!(outcome, Outcome::Stale | Outcome::Tie).then(|| winners::version_json(plan, converted, w));
         results.push((pos, outcome, version));
     }
@@ -334,7 +347,7 @@ fn write_winners(
 fn kept_winners(
     plan: &Plan,
     on_tie: OnTie,
-    rows: &[&Map<String, Value>],
+    rows: &[JsonbRow],
     converted: &Converted<'_>,
     skipped: Vec<usize>,
     notes: Vec<kept::Kept>,
@@ -345,7 +358,7 @@ fn kept_winners(
     }
     if notes.len() == skipped.len() {
         for (pos, note) in skipped.into_iter().zip(notes) {
-            let outcome = at_row(pos, || kept_outcome(plan, on_tie, rows[pos], note.same_version, note.same_values, false));
+            let outcome = at_row(pos, || kept_outcome(plan, on_tie, &rows[pos], note.same_version, note.same_values, false));
             results.push((pos, outcome, note.stored_version));
         }
         return results;
@@ -364,7 +377,7 @@ fn kept_winners(
 fn write_group(
     plan: &Plan,
     on_tie: OnTie,
-    rows: &[&Map<String, Value>],
+    rows: &[JsonbRow],
     converted: &Converted<'_>,
     batch: &BatchPlan,
     params: &mut [pg_sys::Datum],
@@ -392,7 +405,7 @@ fn write_group(
                 }
             } else {
                 // Compared with the row that won its key in this batch.
-                at_row(pos, || kept_outcome(plan, on_tie, rows[pos], cell::<bool>(r, 4), cell::<bool>(r, 5), on_tie == OnTie::Apply))
+                at_row(pos, || kept_outcome(plan, on_tie, &rows[pos], cell::<bool>(r, 4), cell::<bool>(r, 5), on_tie == OnTie::Apply))
             };
             let version = matches!(outcome, Outcome::Stale | Outcome::Tie).then(|| cell::<String>(r, 6)).flatten();
             results.push((pos, outcome, version));
@@ -421,7 +434,7 @@ pub(super) unsafe fn position(r: usize, rows: usize) -> usize {
 fn classify_group(
     plan: &Plan,
     on_tie: OnTie,
-    rows: &[&Map<String, Value>],
+    rows: &[JsonbRow],
     converted: &Converted<'_>,
     mut skipped: Vec<usize>,
 ) -> Vec<(usize, Outcome, Option<String>)> {
@@ -445,7 +458,7 @@ fn classify_group(
                 // The versions let the row through, yet it was not written: a trigger said no.
                 results.push((pos, Outcome::SkippedByTrigger, None));
             } else {
-                let outcome = at_row(pos, || kept_outcome(plan, on_tie, rows[pos], cell::<bool>(r, 2), cell::<bool>(r, 3), false));
+                let outcome = at_row(pos, || kept_outcome(plan, on_tie, &rows[pos], cell::<bool>(r, 2), cell::<bool>(r, 3), false));
                 results.push((pos, outcome, cell::<String>(r, 4)));
             }
             if let Ok(i) = skipped.binary_search(&pos) {

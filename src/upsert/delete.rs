@@ -17,7 +17,8 @@ use super::outcome::Outcome;
 use super::plan_cache::{self, Plan};
 use super::single::{cell, run};
 use super::tracking::{self, CallState};
-use super::{as_object, batch, check_table, input, json_arg, kept, name_arg, version_names, Args};
+use super::row::{JsonbRow, Row};
+use super::{as_object, batch, check_table, input, json_arg, jsonb_arg, kept, name_arg, version_names, Args};
 use crate::error::{self, fields};
 use crate::tombstones::{self, as_role};
 
@@ -218,8 +219,7 @@ fn safe_delete_many_one(
 ) -> TableIterator<'static, (name!(ord, i32), name!(outcome, pg_sys::Oid))> {
     let outcomes = fields::keep_fields(target, || {
         let args = Args::new(target, vec![name_arg(version_col, "version_col")], conflict_cols, Some("skip"));
-        let rows = json_arg(rows, "rows", args.relid);
-        call_many(args, rows)
+        call_many(args, jsonb_arg(rows, "rows"))
     });
     TableIterator::new(outcomes)
 }
@@ -233,8 +233,7 @@ fn safe_delete_many_multi(
 ) -> TableIterator<'static, (name!(ord, i32), name!(outcome, pg_sys::Oid))> {
     let outcomes = fields::keep_fields(target, || {
         let args = Args::new(target, version_names(version_cols), conflict_cols, Some("skip"));
-        let rows = json_arg(rows, "rows", args.relid);
-        call_many(args, rows)
+        call_many(args, jsonb_arg(rows, "rows"))
     });
     TableIterator::new(outcomes)
 }
@@ -259,26 +258,23 @@ COMMENT ON FUNCTION safe_delete_many(regclass, jsonb, name[], name[]) IS
     requires = ["safe_upsert_outcome", "tombstone_tables"],
 );
 
-fn call_many(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
+fn call_many(args: Args, rows: pg_sys::Datum) -> Vec<(i32, pg_sys::Oid)> {
     let state = CallState::default();
     tracking::guard(args.relid, &state, None, || {
         open_for_delete(&args);
         state.opened.set(true);
         Spi::connect(|_| {
-            let rows: Vec<&Map<String, Value>> = match &rows {
-                Value::Array(rows) => rows.iter().enumerate().map(|(i, r)| batch::at_row(i, || as_object(args.relid, r))).collect(),
-                _ => error::rows_not_array(&catalog::table_name(args.relid)),
-            };
+            let rows = batch::object_rows(args.relid, rows);
             let mut outcomes = Vec::with_capacity(rows.len());
             for positions in batch::groups(&rows) {
-                let keys = rows[positions[0]].keys().map(String::as_str).collect();
+                let keys = rows[positions[0]].keys();
                 let plan = batch::at_row(positions[0], || delete_plan(&args, keys));
                 *state.plan.borrow_mut() = Some(plan.clone());
                 let mut done = delete_group(&plan, &rows, &positions);
                 done.sort_unstable_by_key(|(pos, _, _)| *pos); // conflicts are logged in input order
                 for (pos, outcome, stored_version) in done {
                     pgrx::pg_sys::check_for_interrupts!();
-                    tracking::record(&plan, outcome, rows[pos], stored_version);
+                    tracking::record(&plan, outcome, &rows[pos], stored_version);
                     outcomes.push((pos as i32 + 1, outcome.to_oid()));
                 }
             }
@@ -290,7 +286,7 @@ fn call_many(args: Args, rows: Value) -> Vec<(i32, pg_sys::Oid)> {
 
 /// Deletes one group of rows (one set of columns); returns (position, outcome, newer version
 /// for a stale row) per row.
-fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) -> Vec<(usize, Outcome, Option<String>)> {
+fn delete_group(plan: &Plan, rows: &[JsonbRow], positions: &[usize]) -> Vec<(usize, Outcome, Option<String>)> {
     let Some(tomb) = &plan.tomb else { error::internal("the table's tombstones were not found after they were made") };
     let batch = batch::batch_plan(plan);
     let statements = plan.batch_tomb(tomb, batch);
@@ -368,7 +364,7 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
         // SAFETY: rows of (int, text, bool).
         let (stored, removable) = unsafe { (cell::<String>(r, 2), cell::<bool>(r, 3) == Some(true)) };
         if removable && rls {
-            batch::at_row(pos, || error::delete_hidden_row(plan.table(), &plan.key_json(rows[pos]).to_string()));
+            batch::at_row(pos, || error::delete_hidden_row(plan.table(), &plan.key_json(rows[pos].map()).to_string()));
         }
         results.push(if removable { (pos, Outcome::SkippedByTrigger, None) } else { (pos, Outcome::Stale, stored) });
         living.push(pos);
@@ -378,7 +374,7 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
         let owner = catalog::relation_owner(plan.relid).unwrap_or_else(|| error::table_missing(plan.relid.to_u32()));
         let picks: Vec<usize> = absent.iter().map(|&p| index_of(p)).collect();
         if let Some(&pos) = ords(as_role(owner, || lookup(classify, &picks))).first() {
-            batch::at_row(pos, || error::delete_hidden_row(plan.table(), &plan.key_json(rows[pos]).to_string()));
+            batch::at_row(pos, || error::delete_hidden_row(plan.table(), &plan.key_json(rows[pos].map()).to_string()));
         }
     }
     if !absent.is_empty() {
@@ -388,7 +384,7 @@ fn delete_group(plan: &Plan, rows: &[&Map<String, Value>], positions: &[usize]) 
         if written_after_snapshot(|| run_latest(classify, &mut params, &not_null)) {
             // SAFETY: the read returned rows whose first column is a position.
             let pos = unsafe { batch::position(0, rows.len()) };
-            batch::at_row(pos, || error::delete_after_snapshot(plan.table(), &plan.key_json(rows[pos]).to_string()));
+            batch::at_row(pos, || error::delete_after_snapshot(plan.table(), &plan.key_json(rows[pos].map()).to_string()));
         }
     }
     results.extend(absent.iter().map(|&p| (p, Outcome::Absent, None)));

@@ -94,15 +94,17 @@ impl Direct {
 /// plan's columns a subsequence of them in the same order. Scalars that a column takes
 /// directly (`Direct`) skip the text and the input function; everything else goes the way
 /// `convert` goes, with the same errors.
-pub fn convert_fields(plan: &Plan, fields: &[Field]) -> (Vec<pg_sys::Datum>, Vec<c_char>) {
+/// `nesting` is how deep a field's value may nest and the argument that holds the row, for the
+/// error that says so.
+pub fn convert_fields(plan: &Plan, fields: &[Field], as_text: &[bool], nesting: (usize, &str)) -> (Vec<pg_sys::Datum>, Vec<c_char>) {
     let mut rest = fields.iter();
-    parameters(plan, |_, col| {
+    parameters(plan, |i, col| {
         // the columns come in the fields' order: the search goes on from the last one found
         let mut probe = rest.clone();
         let field = probe.find(|f| f.key == col.meta.name)?;
         rest = probe;
         // SAFETY: the fields point into the call's jsonb argument, alive until the call ends.
-        unsafe { field_datum(plan, col, &field.value) }
+        unsafe { field_datum(plan, col, &field.value, as_text.get(i) == Some(&true), nesting) }
     })
 }
 
@@ -110,7 +112,7 @@ pub fn convert_fields(plan: &Plan, fields: &[Field]) -> (Vec<pg_sys::Datum>, Vec
 ///
 /// # Safety
 /// `v` points into a live jsonb.
-unsafe fn field_datum(plan: &Plan, col: &InputColumn, v: &pg_sys::JsonbValue) -> Option<pg_sys::Datum> {
+unsafe fn field_datum(plan: &Plan, col: &InputColumn, v: &pg_sys::JsonbValue, as_text: bool, nesting: (usize, &str)) -> Option<pg_sys::Datum> {
     use pg_sys::jbvType as J;
     // SAFETY: the union is read as the variant `type_` names; the caller keeps the jsonb alive
     // for the statement that uses the datums (a numeric is passed in place, as the jsonb holds
@@ -144,10 +146,17 @@ unsafe fn field_datum(plan: &Plan, col: &InputColumn, v: &pg_sys::JsonbValue) ->
             _ => {}
         }
         // a nested document's outermost key is the field's
-        let value = jsonb_read::field_value(v)
-            .unwrap_or_else(|_| error::json_too_deep(plan.table(), "row", Some(&col.meta.name), jsonb_read::MAX_DEPTH));
+        let (depth, arg) = nesting;
+        let value = jsonb_read::field_value(v, depth)
+            .unwrap_or_else(|_| error::json_too_deep(plan.table(), arg, Some(&col.meta.name), jsonb_read::MAX_DEPTH));
         let text = json_text::input_text(&value, col.meta.kind)?;
-        Some(input_value(plan, col, &text))
+        let datum = input_value(plan, col, &text);
+        if as_text {
+            // as in `convert`
+            pg_sys::pfree(datum.cast_mut_ptr());
+            return Some(text_datum(&text));
+        }
+        Some(datum)
     }
 }
 

@@ -42,24 +42,24 @@ pub struct Field {
     pub value: pg_sys::JsonbValue,
 }
 
-/// The fields of a detoasted jsonb that holds an object with at least one field, sorted by key
-/// as a `serde_json` map sorts them (bytewise), with every key and top-level string checked to
-/// be UTF-8 as `to_value` checks them; None for anything else. The `'static` keys and values
-/// point into the jsonb: they must not outlive it.
+/// The fields of a container (of a detoasted jsonb) that is an object with at least one field,
+/// sorted by key as a `serde_json` map sorts them (bytewise), with every key and top-level
+/// string checked to be UTF-8 as `to_value` checks them; None for anything else. The `'static`
+/// keys and values point into the jsonb: they must not outlive it.
 ///
 /// # Safety
-/// `jsonb` is a detoasted jsonb that lives as long as the fields are used.
-pub unsafe fn object_fields(jsonb: *mut pg_sys::Jsonb) -> Option<Vec<Field>> {
+/// `container` is in a detoasted jsonb that lives as long as the fields are used.
+pub unsafe fn object_fields(container: *mut pg_sys::JsonbContainer) -> Option<Vec<Field>> {
     // SAFETY: the caller's contract; the iterator walks the top level only (nested containers
     // come back as jbvBinary), and each JsonbValue's union is read as its token or type says.
     unsafe {
-        let header = (*jsonb).root.header;
+        let header = (*container).header;
         let count = (header & pg_sys::JB_CMASK) as usize;
         if header & pg_sys::JB_FOBJECT == 0 || count == 0 {
             return None;
         }
         let mut fields = Vec::with_capacity(count);
-        let mut it = pg_sys::JsonbIteratorInit(&mut (*jsonb).root);
+        let mut it = pg_sys::JsonbIteratorInit(container);
         let mut v = pg_sys::JsonbValue::default();
         let mut key: &'static str = "";
         loop {
@@ -90,15 +90,43 @@ unsafe fn text(v: &pg_sys::JsonbValue) -> &'static str {
     }
 }
 
-/// The value of a field read by `object_fields`.
+/// The elements of a detoasted jsonb that holds an array (not a scalar), each a scalar or
+/// `jbvBinary` for a nested container, pointing into the jsonb; None for anything else.
 ///
 /// # Safety
-/// The jsonb the field points into is alive.
-pub unsafe fn field_value(v: &pg_sys::JsonbValue) -> Result<Value, TooDeep> {
+/// `jsonb` is a detoasted jsonb that lives as long as the elements are used.
+pub unsafe fn array_elements(jsonb: *mut pg_sys::Jsonb) -> Option<Vec<pg_sys::JsonbValue>> {
+    // SAFETY: the caller's contract; the iterator walks the top level only, as in
+    // `object_fields`.
+    unsafe {
+        let header = (*jsonb).root.header;
+        if header & pg_sys::JB_FARRAY == 0 || header & pg_sys::JB_FSCALAR != 0 {
+            return None;
+        }
+        let mut elements = Vec::with_capacity((header & pg_sys::JB_CMASK) as usize);
+        let mut it = pg_sys::JsonbIteratorInit(&mut (*jsonb).root);
+        let mut v = pg_sys::JsonbValue::default();
+        loop {
+            match pg_sys::JsonbIteratorNext(&mut it, &mut v, true) {
+                pg_sys::JsonbIteratorToken::WJB_ELEM => elements.push(v),
+                pg_sys::JsonbIteratorToken::WJB_DONE => break,
+                _ => {}
+            }
+        }
+        Some(elements)
+    }
+}
+
+/// The value of a field read by `object_fields` or an element read by `array_elements`,
+/// nested at most `max` levels deep.
+///
+/// # Safety
+/// The jsonb the value points into is alive.
+pub unsafe fn field_value(v: &pg_sys::JsonbValue, max: usize) -> Result<Value, TooDeep> {
     // SAFETY: the caller's contract; a jbvBinary holds a container inside the jsonb.
     unsafe {
         if v.type_ == pg_sys::jbvType::jbvBinary {
-            container_value(v.val.binary.data, MAX_DEPTH - 1) // below the row's own object
+            container_value(v.val.binary.data, max)
         } else {
             Ok(scalar(v))
         }
@@ -109,7 +137,7 @@ pub unsafe fn field_value(v: &pg_sys::JsonbValue) -> Result<Value, TooDeep> {
 ///
 /// # Safety
 /// `root` points to a container inside a live, detoasted jsonb.
-unsafe fn container_value(root: *mut pg_sys::JsonbContainer, max: usize) -> Result<Value, TooDeep> {
+pub unsafe fn container_value(root: *mut pg_sys::JsonbContainer, max: usize) -> Result<Value, TooDeep> {
     // SAFETY: the caller's contract; the iterator walks the container, and each JsonbValue's
     // union is read only as the variant its token or type says.
     unsafe {

@@ -71,8 +71,7 @@ fn safe_upsert_many_one(
 ) -> TableIterator<'static, (name!(ord, i32), name!(outcome, pg_sys::Oid))> {
     let outcomes = fields::keep_fields(target, || {
         let args = Args::new(target, vec![name_arg(version_col, "version_col")], conflict_cols, on_tie);
-        let rows = json_arg(rows, "rows", args.relid);
-        batch::call(args, rows)
+        batch::call(args, jsonb_arg(rows, "rows"))
     });
     TableIterator::new(outcomes)
 }
@@ -87,8 +86,7 @@ fn safe_upsert_many_multi(
 ) -> TableIterator<'static, (name!(ord, i32), name!(outcome, pg_sys::Oid))> {
     let outcomes = fields::keep_fields(target, || {
         let args = Args::new(target, version_names(version_cols), conflict_cols, on_tie);
-        let rows = json_arg(rows, "rows", args.relid);
-        batch::call(args, rows)
+        batch::call(args, jsonb_arg(rows, "rows"))
     });
     TableIterator::new(outcomes)
 }
@@ -143,6 +141,11 @@ fn json_arg(arg: Option<Internal>, name: &str, relid: pg_sys::Oid) -> Value {
             error::json_too_deep(&table, name, deep.key.as_deref(), jsonb_read::MAX_DEPTH)
         }
     }
+}
+
+/// A jsonb argument's datum, read in place by the callee.
+fn jsonb_arg(arg: Option<Internal>, name: &str) -> pg_sys::Datum {
+    arg.and_then(Internal::unwrap).unwrap_or_else(|| error::null_argument(name))
 }
 
 /// A jsonb row argument, read in place when it is an object with fields (`row::JsonbRow`).

@@ -39,7 +39,7 @@ pub struct BatchPlan {
     pub elements: Vec<Element>,
     /// an upsert's comparisons that choose one winner per key in the backend, when its key and
     /// version columns have them; without, the write chooses them itself
-    pub winners: Option<super::winners::Comparators>,
+    pub(super) winners: Option<super::winners::Comparators>,
 }
 
 /// An array's element type, as `construct_md_array` needs it.
@@ -315,7 +315,7 @@ impl Drop for Building {
 }
 
 impl BatchPlan {
-    pub fn new(
+    pub(super) fn new(
         upsert: Option<pg_sys::SPIPlanPtr>,
         argtypes: Vec<pg_sys::Oid>,
         elements: Vec<Element>,

@@ -1,7 +1,6 @@
-//! A row as the single-row entry points hold it: the jsonb argument's fields read in place, for
-//! the statement's parameters, and the same row as a `serde_json` map, made only when a conflict
-//! is logged or an error describes the row. Batches hold maps from the start (`Row` for
-//! `Map`), as they group and compare rows by their keys.
+//! A row as the entry points hold it: the jsonb argument's fields read in place, for the
+//! statement's parameters and a batch's grouping by columns, and the same row as a
+//! `serde_json` map, made only when a conflict is logged or an error describes the row.
 
 use std::cell::OnceCell;
 use std::ffi::c_char;
@@ -32,13 +31,16 @@ impl Row for Map<String, Value> {
     }
 }
 
-/// A jsonb object argument, read in place.
+/// A jsonb object, the argument or an element of it, read in place.
 pub struct JsonbRow {
-    jsonb: *mut pg_sys::Jsonb,
+    container: *mut pg_sys::JsonbContainer,
     relid: pg_sys::Oid,
     /// sorted by key
     fields: Vec<Field>,
     map: OnceCell<Value>,
+    /// how deep the object may nest, and the argument holding it, for the error that says so
+    depth: usize,
+    arg: &'static str,
 }
 
 impl JsonbRow {
@@ -49,13 +51,44 @@ impl JsonbRow {
     /// `datum` is a non-NULL jsonb datum that lives until the end of the call; the row must not
     /// outlive the call.
     pub unsafe fn read(datum: pg_sys::Datum, relid: pg_sys::Oid) -> Result<JsonbRow, Value> {
+        // SAFETY: the caller's contract; the root lives as long as the jsonb.
+        unsafe { JsonbRow::of(&mut (*jsonb_read::detoast(datum)).root, relid, jsonb_read::MAX_DEPTH, "row") }
+    }
+
+    /// The rows of a jsonb argument that holds an array, each as `read` gives it (an element
+    /// nests one level below the array); None when it holds no array.
+    ///
+    /// # Safety
+    /// As for `read`.
+    pub unsafe fn read_array(datum: pg_sys::Datum, relid: pg_sys::Oid) -> Option<Vec<Result<JsonbRow, Value>>> {
+        let depth = jsonb_read::MAX_DEPTH - 1;
+        // SAFETY: the caller's contract; the elements point into the detoasted jsonb, which
+        // lives as long.
+        unsafe {
+            let elements = jsonb_read::array_elements(jsonb_read::detoast(datum))?;
+            Some(
+                elements
+                    .iter()
+                    .map(|v| {
+                        if v.type_ == pg_sys::jbvType::jbvBinary {
+                            JsonbRow::of(v.val.binary.data, relid, depth, "rows")
+                        } else {
+                            Err(jsonb_read::field_value(v, depth).unwrap_or(Value::Null))
+                        }
+                    })
+                    .collect(),
+            )
+        }
+    }
+
+    /// # Safety
+    /// `container` is in a live, detoasted jsonb that outlives the row.
+    unsafe fn of(container: *mut pg_sys::JsonbContainer, relid: pg_sys::Oid, depth: usize, arg: &'static str) -> Result<JsonbRow, Value> {
         // SAFETY: the caller's contract.
-        let jsonb = unsafe { jsonb_read::detoast(datum) };
-        // SAFETY: `jsonb` is detoasted and lives until the end of the call.
-        match unsafe { jsonb_read::object_fields(jsonb) } {
-            Some(fields) => Ok(JsonbRow { jsonb, relid, fields, map: OnceCell::new() }),
+        match unsafe { jsonb_read::object_fields(container) } {
+            Some(fields) => Ok(JsonbRow { container, relid, fields, map: OnceCell::new(), depth, arg }),
             // SAFETY: as above.
-            None => Err(unsafe { whole(jsonb, relid) }),
+            None => Err(unsafe { whole(container, depth, relid, arg) }),
         }
     }
 
@@ -63,28 +96,34 @@ impl JsonbRow {
     pub fn keys(&self) -> Vec<&str> {
         self.fields.iter().map(|f| f.key).collect()
     }
+
+    /// `values`, giving the columns marked in `as_text` as text (see `input::convert`).
+    pub fn values_as(&self, plan: &Plan, as_text: &[bool]) -> (Vec<pg_sys::Datum>, Vec<c_char>) {
+        input::convert_fields(plan, &self.fields, as_text, (self.depth - 1, self.arg))
+    }
 }
 
 impl Row for JsonbRow {
     fn map(&self) -> &Map<String, Value> {
         // SAFETY: the jsonb lives as long as the row.
-        let value = self.map.get_or_init(|| unsafe { whole(self.jsonb, self.relid) });
+        let value = self.map.get_or_init(|| unsafe { whole(self.container, self.depth, self.relid, self.arg) });
         value.as_object().unwrap_or_else(|| error::internal("a jsonb row read as something else"))
     }
 
     fn values(&self, plan: &Plan) -> (Vec<pg_sys::Datum>, Vec<c_char>) {
-        input::convert_fields(plan, &self.fields)
+        self.values_as(plan, &[])
     }
 }
 
-/// The whole document, or the error for one nested too deep.
+/// The whole container, nested at most `depth` levels deep, or the error for one nested deeper,
+/// naming the argument `arg` that holds it.
 ///
 /// # Safety
-/// `jsonb` is a live, detoasted jsonb.
-unsafe fn whole(jsonb: *mut pg_sys::Jsonb, relid: pg_sys::Oid) -> Value {
+/// `container` is in a live, detoasted jsonb.
+unsafe fn whole(container: *mut pg_sys::JsonbContainer, depth: usize, relid: pg_sys::Oid, arg: &str) -> Value {
     // SAFETY: the caller's contract.
-    unsafe { jsonb_read::to_value(pg_sys::Datum::from(jsonb)) }.unwrap_or_else(|deep| {
+    unsafe { jsonb_read::container_value(container, depth) }.unwrap_or_else(|deep| {
         let table = catalog::syscache_table_name(relid).unwrap_or_else(|| relid.to_u32().to_string());
-        error::json_too_deep(&table, "row", deep.key.as_deref(), jsonb_read::MAX_DEPTH)
+        error::json_too_deep(&table, arg, deep.key.as_deref(), jsonb_read::MAX_DEPTH)
     })
 }
