@@ -622,6 +622,50 @@ def test_long_values_in_incoming_row_are_cut_with_a_marker(db, conn):
     assert conn.execute(f"SELECT body FROM {t}").fetchone()[0] == "stored"
 
 
+def test_incoming_row_shows_every_scalar_as_sent_up_to_the_cut_in_single_calls_and_batches(db, conn):
+    # Rows of scalars that fit the log are printed straight from the jsonb, others through the
+    # cut: either way the log must show what was sent (escapes, control characters, numbers as
+    # jsonb keeps them), and the boundaries of both cuts must hold.
+    t = db.table("k int PRIMARY KEY, ver int, s text, n numeric, b boolean, z text, f1 text, f2 text, f3 text")
+    conn.execute(f"INSERT INTO {t} (k, ver) SELECT g, 100 FROM generate_series(1, 10) g")
+    compact = lambda row: len(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode())
+    base = {"k": 0, "ver": 1, "s": "", "n": 1, "b": False, "z": None}
+    texts = ['quote " back \\ slash / tab \t nl \n', "\x01\x1f\x7f é € 𝄞", "", "v" * 256, "v" * 257]
+    numbers = ["1.50", "-0", "1e5", "12345678901234567890.123456789", "-0.000001"]
+    rows = [json.dumps({**base, "k": i + 1, "s": s, "b": i % 2 == 0}).replace('"n": 1', f'"n": {n}')
+            for i, (s, n) in enumerate(zip(texts, numbers))]
+    # rows of exactly 1,024 bytes as compact JSON, no value longer than 256 (uncut), and a byte
+    # longer (its longest value shown as a marker)
+    wide = {**base, "z": "", "f1": "", "f2": "", "f3": ""}
+    width = 1024 - compact(wide)
+    spread = lambda n: {f: "w" * (n // 5 + (i < n % 5)) for i, f in enumerate(["s", "z", "f1", "f2", "f3"])}
+    rows += [json.dumps({**wide, "k": 6, **spread(width)}), json.dumps({**wide, "k": 7, **spread(width + 1)})]
+    assert compact(json.loads(rows[-2])) == 1024
+    for send in ("single", "batch"):
+        before = len(conflicts(conn, t))
+        if send == "single":
+            outcomes = [conn.execute(f"SELECT safe_upsert('{t}', %s::jsonb, 'ver')::text", (r,)).fetchone()[0] for r in rows]
+        else:
+            outcomes = [o for (o,) in conn.execute(
+                f"SELECT outcome::text FROM safe_upsert_many('{t}', %s::jsonb, 'ver') ORDER BY ord",
+                ("[" + ", ".join(rows) + "]",))]
+        assert outcomes == ["stale"] * len(rows), send
+        logged = conflicts(conn, t)[before:]
+        assert len(logged) == len(rows), send
+        for sent, c in zip(rows, logged):
+            sent_row, shown = json.loads(sent), c["incoming_row"]
+            assert compact(shown) <= 1024, (send, sent_row["k"])
+            cut = [n for n, v in shown.items() if isinstance(v, str) and CUT.fullmatch(v)]
+            assert len(cut) == (1 if sent_row["k"] in (5, 7) else 0), (send, sent_row["k"], cut)
+            if cut:
+                assert {n: v for n, v in shown.items() if n not in cut} == {n: v for n, v in sent_row.items() if n not in cut}
+            else:
+                # compared as jsonb in the server, numbers by value at full precision
+                same = conn.execute("SELECT incoming_row = %s::jsonb FROM safe_upsert_conflicts WHERE id = %s",
+                                    (sent, c["id"])).fetchone()[0]
+                assert same, (send, sent, shown)
+
+
 @pytest.fixture
 def login_role(db, dsn):
     """A LOGIN role of the test's own, with USAGE on the test's schema; dropped afterwards."""

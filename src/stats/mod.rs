@@ -17,7 +17,7 @@ use crate::gucs;
 use crate::notify::queue::Event;
 pub use pending::Counter;
 use pending::Pending;
-pub use record::{cut_row, LogRecord, ROW_BYTES, VALUE_BYTES};
+pub use record::{cut_members, cut_row, cut_value, LogRecord, ROW_BYTES, VALUE_BYTES};
 use shmem::Shared;
 
 /// Attached in the postmaster at start (and after a crash), inherited by every backend.

@@ -221,20 +221,25 @@ fn json_string(s: &str) -> String {
 /// that is too long, the members that do not fit are left out and counted in a last member
 /// `"…": "N more columns"`. Linear in the row's size: each value is printed once.
 pub fn cut_row(row: &serde_json::Map<String, Value>, per_value: usize, max: usize) -> String {
-    let mut members: Vec<(String, String)> = row
-        .iter()
-        .map(|(k, v)| {
-            let value = match v {
-                Value::String(s) if s.len() > per_value => json_string(&cut(s, per_value)),
-                Value::Array(_) | Value::Object(_) => {
-                    let text = v.to_string();
-                    if text.len() > per_value { json_string(&cut(&text, per_value)) } else { text }
-                }
-                other => other.to_string(),
-            };
-            (json_string(&cut(k, per_value)), value)
-        })
-        .collect();
+    cut_members(row.iter().map(|(k, v)| (k.as_str(), cut_value(v, per_value))), per_value, max)
+}
+
+/// A member's value as `cut_row` shows it: as JSON text, a long string or nested array or
+/// object cut to `per_value` bytes (and then a JSON string).
+pub fn cut_value(v: &Value, per_value: usize) -> String {
+    match v {
+        Value::String(s) if s.len() > per_value => json_string(&cut(s, per_value)),
+        Value::Array(_) | Value::Object(_) => {
+            let text = v.to_string();
+            if text.len() > per_value { json_string(&cut(&text, per_value)) } else { text }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `cut_row` of the members given as (key, value from `cut_value`), in key order.
+pub fn cut_members<'a>(members: impl Iterator<Item = (&'a str, String)>, per_value: usize, max: usize) -> String {
+    let mut members: Vec<(String, String)> = members.map(|(k, v)| (json_string(&cut(k, per_value)), v)).collect();
     let size = |m: &(String, String)| m.0.len() + 1 + m.1.len();
     // {} plus members and the commas between them
     let mut total = 2 + members.iter().map(size).sum::<usize>() + members.len().saturating_sub(1);

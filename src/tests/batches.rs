@@ -41,6 +41,30 @@ mod tests {
         }
     }
 
+    #[pg_test]
+    fn integer_keys_and_versions_pick_their_winners_by_value_at_each_types_edges() {
+        // Integer comparisons are made without calling btint2/4/8cmp: negative values, zero and
+        // each type's extremes must order as the type does, in batches as in single calls.
+        for (t, min, max) in [("smallint", "-32768", "32767"), ("integer", "-2147483648", "2147483647"), ("bigint", "-9223372036854775808", "9223372036854775807")] {
+            let (batch, single) = (format!("int_edge_b_{t}"), format!("int_edge_s_{t}"));
+            for name in [&batch, &single] {
+                run(&format!("CREATE TABLE {name} (id {t} PRIMARY KEY, v {t}, val text)"));
+            }
+            let rows: Vec<String> = [
+                (max, min, "a"), (min, "-1", "b"), (max, "0", "c"), ("-1", max, "d"), (min, min, "e"),
+                ("-1", "-1", "f"), (max, "-1", "g"), ("0", "1", "h"), (min, "0", "i"), ("-1", min, "j"),
+            ]
+            .iter()
+            .map(|(id, v, val)| format!(r#"{{"id": {id}, "v": {v}, "val": "{val}"}}"#))
+            .collect();
+            let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+            let singles = singles(&single, &rows);
+            assert_eq!(singles, "inserted inserted updated inserted stale stale stale inserted updated stale", "{t}");
+            assert_eq!(many(&batch, &format!("[{}]", rows.join(", "))), "stale stale inserted inserted stale stale stale inserted inserted stale", "{t}");
+            assert_eq!(contents(&batch), contents(&single), "{t}");
+        }
+    }
+
     // PostgreSQL 18 here is built without ICU, which nondeterministic collations need.
     #[cfg(feature = "pg15")]
     #[pg_test]

@@ -23,6 +23,42 @@ mod tests {
     }
 
     #[pg_test]
+    fn columns_named_as_the_statements_aliases_work_in_every_call() {
+        // The generated statements name the stored row, the incoming rows and their steps with
+        // short aliases; a column of the same name must never make a reference ambiguous.
+        run("CREATE TABLE alias_cols (k int PRIMARY KEY, ver int, s text, r text, i text, w text, wr text, tb text,
+                                      input text, ranked text, written text, winners text, recorded text,
+                                      claimed text, excluded text);
+             CREATE TABLE alias_keys (s int, tb int, i int, r int, PRIMARY KEY (s, i));");
+        let many = |f: &str, t: &str, rows: &str, rest: &str| {
+            text(&format!("SELECT string_agg(outcome::text, ' ' ORDER BY ord) FROM {f}('{t}', '{rows}', {rest})"))
+        };
+        let one = |f: &str, t: &str, row: &str, rest: &str| text(&format!("SELECT {f}('{t}', '{row}', {rest})::text"));
+        assert_eq!(one("safe_upsert", "alias_cols", r#"{"k": 1, "ver": 5, "s": "a", "excluded": "e"}"#, "'ver'"), "inserted");
+        assert_eq!(one("safe_upsert", "alias_cols", r#"{"k": 1, "ver": 1, "s": "a"}"#, "'ver'"), "stale");
+        assert_eq!(one("safe_upsert", "alias_cols", r#"{"k": 1, "ver": 5, "s": "b"}"#, "'ver', on_tie => 'apply'"), "updated");
+        assert_eq!(
+            many("safe_upsert_many", "alias_cols", r#"[{"k": 1, "ver": 6, "s": "a"}, {"k": 2, "ver": 1}, {"k": 1, "ver": 7, "s": "d"}, {"k": 1, "ver": 4}]"#, "'ver'"),
+            "stale inserted updated stale"
+        );
+        assert_eq!(one("safe_delete", "alias_cols", r#"{"k": 1, "ver": 8}"#, "'ver'"), "deleted");
+        assert_eq!(one("safe_upsert", "alias_cols", r#"{"k": 1, "ver": 7, "s": "late"}"#, "'ver'"), "stale");
+        assert_eq!(many("safe_delete_many", "alias_cols", r#"[{"k": 2, "ver": 2}, {"k": 3, "ver": 1}, {"k": 2, "ver": 1}]"#, "'ver'"), "deleted absent stale");
+        assert_eq!(many("safe_upsert_many", "alias_cols", r#"[{"k": 2, "ver": 1}, {"k": 3, "ver": 2, "r": "x"}]"#, "'ver'"), "stale inserted");
+        // (the helper's alias, r, would name a column here)
+        assert_eq!(text("SELECT string_agg(t::text, ' ') FROM alias_cols t"), "(3,2,,x,,,,,,,,,,,)");
+        // key and version columns of such names, in the tombstones' table too
+        assert_eq!(one("safe_upsert", "alias_keys", r#"{"s": 1, "i": 1, "tb": 5, "r": 1}"#, "'tb'"), "inserted");
+        assert_eq!(many("safe_upsert_many", "alias_keys", r#"[{"s": 1, "i": 1, "tb": 6, "r": 2}, {"s": 1, "i": 1, "tb": 6, "r": 2}, {"s": 2, "i": 1, "tb": 1}]"#, "'tb'"), "updated duplicate inserted");
+        assert_eq!(many("safe_upsert_many", "alias_keys", r#"[{"s": 1, "i": 1, "tb": 6, "r": 3}, {"s": 1, "i": 1, "tb": 6, "r": 4}]"#, "'tb', on_tie => 'apply'"), "stale updated");
+        assert_eq!(one("safe_delete", "alias_keys", r#"{"s": 1, "i": 1, "tb": 9}"#, "'tb'"), "deleted");
+        assert_eq!(one("safe_upsert", "alias_keys", r#"{"s": 1, "i": 1, "tb": 8}"#, "'tb'"), "stale");
+        assert_eq!(many("safe_delete_many", "alias_keys", r#"[{"s": 2, "i": 1, "tb": 3}, {"s": 2, "i": 1, "tb": 2}, {"s": 5, "i": 1, "tb": 1}]"#, "'tb'"), "deleted stale absent");
+        assert_eq!(many("safe_upsert_many", "alias_keys", r#"[{"s": 2, "i": 1, "tb": 2}, {"s": 5, "i": 1, "tb": 2}]"#, "'tb'"), "stale inserted");
+        assert_eq!(text("SELECT string_agg(t::text, ' ') FROM alias_keys t"), "(5,2,1,)");
+    }
+
+    #[pg_test]
     fn absent_key_is_inserted() {
         versioned_table("out_ins");
         assert_eq!(upsert("out_ins", r#"{"id": 2, "v": 1, "val": "b"}"#, "v"), "inserted");

@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 
 use super::catalog;
 use super::input::{self, NULL};
-use super::plan_cache::{self, prepare_custom, BatchPlan, Element, Plan};
+use super::plan_cache::{self, prepare_custom, prepare_generic, BatchPlan, Element, Plan};
 use super::single::{cell, kept_outcome, run, unseen_stored_row, upsert_row};
 use super::statement::OnTie;
 use super::tracking::{self, CallState};
@@ -122,8 +122,13 @@ pub(super) fn batch_plan(plan: &Plan) -> &BatchPlan {
         }
         let is_delete = plan.tomb.as_ref().is_some_and(|t| t.delete.is_some());
         let winners = if is_delete { None } else { Comparators::new(plan, plan.memory()) };
-        let sql = if winners.is_some() { plan.shape.batch_winners_sql() } else { plan.shape.batch_upsert_sql() };
-        let upsert = (!is_delete).then(|| prepare_custom(&sql, &mut argtypes));
+        let upsert = (!is_delete).then(|| {
+            if winners.is_some() {
+                prepare_generic(&plan.shape.batch_winners_sql(), &mut argtypes)
+            } else {
+                prepare_custom(&plan.shape.batch_upsert_sql(), &mut argtypes)
+            }
+        });
         BatchPlan::new(upsert, argtypes, elements, winners)
     })
 }

@@ -17,7 +17,7 @@ use super::outcome::Outcome;
 use super::plan_cache::{self, Plan};
 use super::single::{cell, run};
 use super::tracking::{self, CallState};
-use super::row::{JsonbRow, Row};
+use super::row::JsonbRow;
 use super::{as_object, batch, check_table, input, json_arg, jsonb_arg, kept, name_arg, version_names, Args};
 use crate::error::{self, fields};
 use crate::tombstones::{self, as_role};
@@ -364,7 +364,7 @@ fn delete_group(plan: &Plan, rows: &[JsonbRow], positions: &[usize]) -> Vec<(usi
         // SAFETY: rows of (int, text, bool).
         let (stored, removable) = unsafe { (cell::<String>(r, 2), cell::<bool>(r, 3) == Some(true)) };
         if removable && rls {
-            batch::at_row(pos, || error::delete_hidden_row(plan.table(), &plan.key_json(rows[pos].map()).to_string()));
+            batch::at_row(pos, || error::delete_hidden_row(plan.table(), &plan.key_json(&rows[pos]).to_string()));
         }
         results.push(if removable { (pos, Outcome::SkippedByTrigger, None) } else { (pos, Outcome::Stale, stored) });
         living.push(pos);
@@ -374,7 +374,7 @@ fn delete_group(plan: &Plan, rows: &[JsonbRow], positions: &[usize]) -> Vec<(usi
         let owner = catalog::relation_owner(plan.relid).unwrap_or_else(|| error::table_missing(plan.relid.to_u32()));
         let picks: Vec<usize> = absent.iter().map(|&p| index_of(p)).collect();
         if let Some(&pos) = ords(as_role(owner, || lookup(classify, &picks))).first() {
-            batch::at_row(pos, || error::delete_hidden_row(plan.table(), &plan.key_json(rows[pos].map()).to_string()));
+            batch::at_row(pos, || error::delete_hidden_row(plan.table(), &plan.key_json(&rows[pos]).to_string()));
         }
     }
     if !absent.is_empty() {
@@ -384,7 +384,7 @@ fn delete_group(plan: &Plan, rows: &[JsonbRow], positions: &[usize]) -> Vec<(usi
         if written_after_snapshot(|| run_latest(classify, &mut params, &not_null)) {
             // SAFETY: the read returned rows whose first column is a position.
             let pos = unsafe { batch::position(0, rows.len()) };
-            batch::at_row(pos, || error::delete_after_snapshot(plan.table(), &plan.key_json(rows[pos].map()).to_string()));
+            batch::at_row(pos, || error::delete_after_snapshot(plan.table(), &plan.key_json(&rows[pos]).to_string()));
         }
     }
     results.extend(absent.iter().map(|&p| (p, Outcome::Absent, None)));

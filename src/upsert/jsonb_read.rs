@@ -221,6 +221,36 @@ unsafe fn scalar(v: &pg_sys::JsonbValue) -> Value {
     }
 }
 
+/// A scalar's JSON text as `scalar`'s value prints it, appended to `out`: false for a nested
+/// container or a string longer than `max_string` bytes, which the caller then prints otherwise.
+///
+/// # Safety
+/// As for `field_value`.
+pub unsafe fn push_scalar_json(v: &pg_sys::JsonbValue, max_string: usize, out: &mut Vec<u8>) -> bool {
+    // SAFETY: the caller's contract; the union is read as the variant `type_` names.
+    unsafe {
+        match v.type_ {
+            pg_sys::jbvType::jbvString => {
+                let s = text(v);
+                s.len() <= max_string && serde_json::to_writer(out, s).is_ok()
+            }
+            pg_sys::jbvType::jbvBool => {
+                out.extend_from_slice(if v.val.boolean { b"true" } else { b"false" });
+                true
+            }
+            pg_sys::jbvType::jbvNull => {
+                out.extend_from_slice(b"null");
+                true
+            }
+            pg_sys::jbvType::jbvNumeric => match scalar(v) {
+                Value::Number(n) => serde_json::to_writer(out, &n).is_ok(),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// A string's or key's text, copied.
 unsafe fn string(v: &pg_sys::JsonbValue) -> String {
     // SAFETY: the caller's contract: a jbvString inside a live jsonb.

@@ -11,9 +11,10 @@ use std::ffi::CString;
 use std::rc::Rc;
 
 use pgrx::pg_sys;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::catalog::{self, ColumnMeta, Op, Request, TombstoneTable};
+use super::row::Row;
 use super::statement::Shape;
 use crate::{error, gucs};
 
@@ -151,6 +152,12 @@ pub fn prepare(sql: &str, argtypes: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
 /// plan, blind to their size, picks nested loops that cost far more than planning.
 pub fn prepare_custom(sql: &str, argtypes: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
     prepare_with(sql, argtypes, pg_sys::CURSOR_OPT_CUSTOM_PLAN as i32)
+}
+
+/// `prepare` for a statement whose plan its arrays' size cannot change (a function scan feeding
+/// an insert, no join): planned once, not for each call.
+pub fn prepare_generic(sql: &str, argtypes: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+    prepare_with(sql, argtypes, pg_sys::CURSOR_OPT_GENERIC_PLAN as i32)
 }
 
 fn prepare_with(sql: &str, argtypes: &mut [pg_sys::Oid], options: i32) -> pg_sys::SPIPlanPtr {
@@ -385,21 +392,21 @@ impl Plan {
     }
 
     /// The row's key columns as a JSON object, for messages and the conflict log.
-    pub fn key_json(&self, row: &Map<String, Value>) -> Value {
+    pub fn key_json(&self, row: &dyn Row) -> Value {
         let pick = |i: usize| {
             let name = &self.columns[i].meta.name;
-            (name.clone(), row.get(name).cloned().unwrap_or(Value::Null))
+            (name.clone(), row.field(name))
         };
         Value::Object(self.shape.key.iter().map(|k| pick(k.index)).collect())
     }
 
     /// The row's version: its value, or an array of them for several version columns.
-    pub fn version_json(&self, row: &Map<String, Value>) -> Value {
+    pub fn version_json(&self, row: &dyn Row) -> Value {
         let mut values: Vec<Value> = self
             .shape
             .versions
             .iter()
-            .map(|v| row.get(&self.columns[v.index].meta.name).cloned().unwrap_or(Value::Null))
+            .map(|v| row.field(&self.columns[v.index].meta.name))
             .collect();
         if values.len() == 1 { values.remove(0) } else { Value::Array(values) }
     }

@@ -13,12 +13,21 @@ use super::jsonb_read::{self, Field};
 use super::plan_cache::Plan;
 use super::catalog;
 use crate::error;
+use crate::stats;
 
 pub trait Row {
     /// The row as a JSON map.
     fn map(&self) -> &Map<String, Value>;
     /// The row's values in the plan's parameter order, as (datums, SPI null flags).
     fn values(&self, plan: &Plan) -> (Vec<pg_sys::Datum>, Vec<c_char>);
+    /// One field's value, NULL when the row lacks it.
+    fn field(&self, name: &str) -> Value {
+        self.map().get(name).cloned().unwrap_or(Value::Null)
+    }
+    /// The row as the conflict log shows it (`stats::cut_row`).
+    fn log_text(&self) -> String {
+        stats::cut_row(self.map(), stats::VALUE_BYTES, stats::ROW_BYTES)
+    }
 }
 
 impl Row for Map<String, Value> {
@@ -112,6 +121,57 @@ impl Row for JsonbRow {
 
     fn values(&self, plan: &Plan) -> (Vec<pg_sys::Datum>, Vec<c_char>) {
         self.values_as(plan, &[])
+    }
+
+    // A conflict logged names the key and version and shows the row cut: read from the fields
+    // themselves, a value at a time, rather than from the whole row made a map.
+    fn field(&self, name: &str) -> Value {
+        match self.fields.binary_search_by(|f| f.key.cmp(name)) {
+            Ok(i) => self.field_value(&self.fields[i]),
+            Err(_) => Value::Null,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        if let Some(text) = self.short_log_text() {
+            return text;
+        }
+        let members = self.fields.iter().map(|f| (f.key, stats::cut_value(&self.field_value(f), stats::VALUE_BYTES)));
+        stats::cut_members(members, stats::VALUE_BYTES, stats::ROW_BYTES)
+    }
+}
+
+impl JsonbRow {
+    /// `log_text` of the common row, scalars that fit the log uncut, printed straight from the
+    /// fields; None for any other, which `stats::cut_members` prints.
+    fn short_log_text(&self) -> Option<String> {
+        let mut out = Vec::with_capacity(64);
+        out.push(b'{');
+        for (i, f) in self.fields.iter().enumerate() {
+            if f.key.len() > stats::VALUE_BYTES {
+                return None;
+            }
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, f.key).ok()?;
+            out.push(b':');
+            // SAFETY: the field points into the jsonb, which lives as long as the row.
+            if !unsafe { jsonb_read::push_scalar_json(&f.value, stats::VALUE_BYTES, &mut out) } || out.len() >= stats::ROW_BYTES {
+                return None;
+            }
+        }
+        out.push(b'}');
+        String::from_utf8(out).ok()
+    }
+
+    /// A field's value; one nested too deep raises the error the whole row's map raises.
+    fn field_value(&self, field: &Field) -> Value {
+        // SAFETY: the field points into the jsonb, which lives as long as the row.
+        unsafe { jsonb_read::field_value(&field.value, self.depth - 1) }.unwrap_or_else(|_| {
+            self.map();
+            error::internal("a row too deep to log was not too deep to read")
+        })
     }
 }
 

@@ -127,7 +127,7 @@ pub fn kept_outcome(
 ) -> Outcome {
     let outcome = Outcome::of_kept(same_version, same_values, superseded);
     if outcome == Outcome::Tie && on_tie == OnTie::Error {
-        error::version_tie(plan.table(), &plan.key_json(row.map()).to_string());
+        error::version_tie(plan.table(), &plan.key_json(row).to_string());
     }
     outcome
 }

@@ -164,7 +164,7 @@ impl Shape {
         let incoming = |i: usize| self.col("EXCLUDED", i);
         // The whole rows cost one step each to set up, where the comparison of every sent
         // column in SQL costs a step per column and side, paid by every call.
-        let values = if self.kept_rows { "s, EXCLUDED".to_string() } else { self.same_values("s", &incoming) };
+        let values = if self.kept_rows { "s.*, EXCLUDED.*".to_string() } else { self.same_values("s", &incoming) };
         format!(
             "ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {when} OR {kept}({same_version}, {values}, {stored_version})",
             key = self.key_names(),
@@ -326,14 +326,15 @@ impl Shape {
     }
 
     /// The batch write of rows already chosen one per key and sent in key order (`dedupe.rs`),
-    /// written in that order (a fixed lock order between concurrent batches; parameter 1 numbers
-    /// them). Returns the key and whether it inserted, per written row; a kept row returns
+    /// written in that order (a fixed lock order between concurrent batches): the function scan
+    /// over the arrays feeds the insert directly, with no node between them that could reorder
+    /// the rows, so the plan needs no sort (parameter 1, numbering them, goes unused). Returns the key and whether it inserted, per written row; a kept row returns
     /// nothing and leaves a note (`kept.rs`), so the n-th note belongs to the n-th winner not
     /// returned.
     pub fn batch_winners_sql(&self) -> String {
         let returning: Vec<String> = self.key.iter().map(|k| self.col("s", k.index)).collect();
         format!(
-            "INSERT INTO {table} AS s ({cols}) SELECT {cols} FROM ({input}) i ORDER BY i.{ORD} {on_conflict} \
+            "INSERT INTO {table} AS s ({cols}) SELECT {cols} FROM ({input}) i {on_conflict} \
              RETURNING {returning}, s.xmax OPERATOR(pg_catalog.=) 0",
             table = self.table,
             cols = self.names(),
@@ -405,7 +406,7 @@ mod tests {
         s.versions[0].not_null = true;
         assert_eq!(
             s.upsert_sql(),
-            r#"INSERT INTO "public"."t" AS s ("date", "id", "seq", "value") VALUES ($1, $2, $3, $4) ON CONFLICT ("id") DO UPDATE SET "date" = EXCLUDED."date", "seq" = EXCLUDED."seq", "value" = EXCLUDED."value" WHERE (s."date" OPERATOR(pg_catalog.<) EXCLUDED."date") OR "ext"."safe_upsert_kept"(s."date" OPERATOR(pg_catalog.=) EXCLUDED."date", s, EXCLUDED, pg_catalog.to_jsonb(s."date")::pg_catalog.text) RETURNING s.xmax OPERATOR(pg_catalog.=) 0"#
+            r#"INSERT INTO "public"."t" AS s ("date", "id", "seq", "value") VALUES ($1, $2, $3, $4) ON CONFLICT ("id") DO UPDATE SET "date" = EXCLUDED."date", "seq" = EXCLUDED."seq", "value" = EXCLUDED."value" WHERE (s."date" OPERATOR(pg_catalog.<) EXCLUDED."date") OR "ext"."safe_upsert_kept"(s."date" OPERATOR(pg_catalog.=) EXCLUDED."date", s.*, EXCLUDED.*, pg_catalog.to_jsonb(s."date")::pg_catalog.text) RETURNING s.xmax OPERATOR(pg_catalog.=) 0"#
         );
         // with on_tie = apply the condition still compares the values in SQL
         s.on_tie = OnTie::Apply;
@@ -470,7 +471,7 @@ mod tests {
     #[test]
     fn batch_winners_are_written_in_the_order_sent_and_return_their_keys() {
         let sql = shape(OnTie::Skip, &[0]).batch_winners_sql();
-        assert!(sql.contains(r#"ORDER BY i."pg_safeupsert_ord" ON CONFLICT"#), "{sql}");
+        assert!(sql.contains(r#"AS r("pg_safeupsert_ord", "date", "id", "seq", "value")) i ON CONFLICT ("id")"#), "{sql}");
         assert!(sql.ends_with(r#"RETURNING s."id", s.xmax OPERATOR(pg_catalog.=) 0"#), "{sql}");
         assert!(!sql.contains("row_number"), "{sql}");
     }

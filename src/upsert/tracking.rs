@@ -7,7 +7,6 @@ use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
 use pgrx::prelude::*;
-use serde_json::{Map, Value};
 
 use super::plan_cache::Plan;
 use super::outcome::Outcome;
@@ -69,21 +68,21 @@ pub fn record(plan: &Plan, outcome: Outcome, row: &dyn Row, stored_version: Opti
     let kind = counter(plan.is_delete(), outcome);
     stats::outcome(plan.relid, kind);
     if matches!(kind, Counter::Stale | Counter::Tie | Counter::DeleteStale) && stats::logging() {
-        let mut record = describe(plan, row.map(), kind, stored_version);
+        let mut record = describe(plan, row, kind, stored_version);
         record.tombstone = outcome == Outcome::StaleByTombstone;
         stats::conflict(record);
     }
 }
 
 /// A conflict as the log shows it: no more than the key, the versions and the (cut) row.
-fn describe(plan: &Plan, row: &Map<String, Value>, kind: Counter, stored_version: Option<String>) -> LogRecord {
+fn describe(plan: &Plan, row: &dyn Row, kind: Counter, stored_version: Option<String>) -> LogRecord {
     LogRecord {
         relid: plan.relid.to_u32(),
         kind: kind as u8,
         key: plan.key_json(row).to_string(),
         stored_version,
         incoming_version: plan.version_json(row).to_string(),
-        incoming_row: stats::cut_row(row, stats::VALUE_BYTES, stats::ROW_BYTES),
+        incoming_row: row.log_text(),
         ..Default::default()
     }
 }
@@ -96,7 +95,7 @@ fn record_failure(relid: pg_sys::Oid, code: Option<PgSqlErrorCode>, plan: Option
     }
     let conflict = match (plan, row) {
         (Some(plan), Some(row)) if stats::logging() => {
-            Some(describe(plan, row.map(), Counter::UniqueViolations, None))
+            Some(describe(plan, row, Counter::UniqueViolations, None))
         }
         _ => None,
     };

@@ -22,14 +22,46 @@ struct Comparator {
     column: usize,
     proc: *mut pg_sys::FmgrInfo,
     collation: pg_sys::Oid,
+    /// the procedure is one of the integer comparisons, made here without a call
+    integer: Option<Integer>,
+}
+
+/// The by-value integer types whose btree comparison procedure (`btint2cmp`, `btint4cmp`,
+/// `btint8cmp`, which ignore collations) is the plain comparison of the values.
+#[derive(Clone, Copy)]
+enum Integer {
+    Int2,
+    Int4,
+    Int8,
 }
 
 impl Comparator {
+    fn new(column: usize, proc: *mut pg_sys::FmgrInfo, collation: pg_sys::Oid) -> Comparator {
+        // SAFETY: proc was filled in by fmgr_info_cxt.
+        let integer = match unsafe { (*proc).fn_oid }.to_u32() {
+            pg_sys::F_BTINT2CMP => Some(Integer::Int2),
+            pg_sys::F_BTINT4CMP => Some(Integer::Int4),
+            pg_sys::F_BTINT8CMP => Some(Integer::Int8),
+            _ => None,
+        };
+        Comparator { column, proc, collation, integer }
+    }
+
     fn compare(&self, a: pg_sys::Datum, b: pg_sys::Datum) -> Ordering {
-        // SAFETY: proc is a btree comparison procedure of the values' type, which takes two
-        // non-NULL values (key and version columns are never NULL) and returns an int4.
-        let r = unsafe { pg_sys::FunctionCall2Coll(self.proc, self.collation, a, b) };
-        (r.value() as i32).cmp(&0)
+        // A Datum holds a by-value integer sign-extended (Int16/32/64GetDatum); reading it back
+        // at its width is DatumGetInt16/32/64.
+        match self.integer {
+            Some(Integer::Int2) => (a.value() as i16).cmp(&(b.value() as i16)),
+            Some(Integer::Int4) => (a.value() as i32).cmp(&(b.value() as i32)),
+            Some(Integer::Int8) => (a.value() as i64).cmp(&(b.value() as i64)),
+            None => {
+                // SAFETY: proc is a btree comparison procedure of the values' type, which
+                // takes two non-NULL values (key and version columns are never NULL) and
+                // returns an int4.
+                let r = unsafe { pg_sys::FunctionCall2Coll(self.proc, self.collation, a, b) };
+                (r.value() as i32).cmp(&0)
+            }
+        }
     }
 }
 
@@ -97,7 +129,7 @@ fn key_comparator(plan: &Plan, column: usize, memory: pg_sys::MemoryContext) -> 
         pg_sys::index_close(index, pg_sys::NoLock as i32);
         let (family, intype, collation) = found?;
         let proc = pg_sys::get_opfamily_proc(family, intype, intype, BTORDER_PROC);
-        Some(Comparator { column, proc: function(proc, memory)?, collation })
+        Some(Comparator::new(column, function(proc, memory)?, collation))
     }
 }
 
@@ -110,7 +142,7 @@ fn version_comparator(plan: &Plan, column: usize, memory: pg_sys::MemoryContext)
         let entry = &*pg_sys::lookup_type_cache(meta.typid, pg_sys::TYPECACHE_CMP_PROC as i32);
         let (mut typid, mut typmod, mut collation) = (pg_sys::InvalidOid, 0, pg_sys::InvalidOid);
         pg_sys::get_atttypetypmodcoll(plan.relid, meta.attnum, &mut typid, &mut typmod, &mut collation);
-        Some(Comparator { column, proc: function(entry.cmp_proc, memory)?, collation })
+        Some(Comparator::new(column, function(entry.cmp_proc, memory)?, collation))
     }
 }
 
