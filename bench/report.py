@@ -205,6 +205,12 @@ def build(results):
               f"≤ {d['plan_cache_size']} (bounded)", d["plan_cache_entries"] <= d["plan_cache_size"])
         t.add("4 memory", "shared memory, pg_shmem_allocations 'pg_safeupsert%' (default settings)",
               fmt(d["shmem_total"], "bytes"), "shared_buffers", ratio(d["shmem_total"], d["shared_buffers"]))
+        if "batch" in d:
+            b = d["batch"]
+            ours, hand = b["peak_kb"]["safe_upsert_many"], b["peak_kb"]["handwritten"]
+            t.add("4 memory", f"backend private memory (RssAnon peak) for one batch of {b['rows']:,} rows",
+                  fmt(ours, "MB"), f"hand-written set-based SQL: {fmt(hand, 'MB')}", ratio(ours, hand), "≤ 1.5",
+                  ratio(ours, hand) <= 1.5)
     return t
 
 
@@ -398,6 +404,12 @@ def details(results):
             out.append(f"| {r['name']} | {r['size']:,} B | {r['allocated_size']:,} B |")
         out.append(f"| total | | {d['shmem_total']:,} B |")
         out.append(f"\nsafe_upsert_info.shared_memory_bytes says {d['info_shared_memory_bytes']:,} B.\n")
+        if "batch" in d:
+            b = d["batch"]
+            out.append(f"One batch of {b['rows']:,} rows ({b['json_bytes'] / 1e6:.1f} MB of JSON text, suite 2's rows), "
+                       "written by a new backend into a fresh table: the peak of its RssAnon above what it held "
+                       "before, sampled every 2 ms: " + ", ".join(f"{k} {fmt(v, 'MB')}" for k, v in b["peak_kb"].items())
+                       + " (the hand-written SQL's function scan and sort keep their rows within work_mem and spill past it).\n")
     return "\n".join(out)
 
 

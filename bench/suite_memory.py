@@ -12,9 +12,17 @@ where a leak would show.
 
 And the extension's shared memory at default settings: pg_shmem_allocations, names starting
 with 'pg_safeupsert'.
+
+And one batch of SIZES.memory_calls rows (suite 2's rows, keys repeating), written once by
+safe_upsert_many and once by suite 2's hand-written SQL, each by a new backend into a fresh
+table: the peak of the backend's private memory (RssAnon, sampled every few milliseconds while
+the statement runs) above what it held before.
 """
 
-from common import SIZES, connect, log, proc_status
+import threading
+import time
+
+from common import SIZES, connect, log, proc_status, versioned_table
 
 TABLES = 50
 SETS = 3
@@ -46,7 +54,57 @@ FROM (SELECT g, (%(first)s::int + g %% 10) %% 150 AS s, g %% 1000 + 1 AS k,
 """
 
 
+def batch_peak(name, text):
+    """(peak RssAnon above the backend's own before the statement, in kB; the table's rows)."""
+    import suite_batch as s2
+    with connect() as admin:
+        versioned_table(admin, s2.TABLE)
+    with connect(autocommit=False) as conn:
+        conn.execute("SET synchronous_commit = off")
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        conn.commit()
+        before = proc_status(pid)["RssAnon"]
+        peak, running = [before], [True]
+
+        def sample():
+            while running[0]:
+                peak[0] = max(peak[0], proc_status(pid)["RssAnon"])
+                time.sleep(0.002)
+
+        poller = threading.Thread(target=sample)
+        poller.start()
+        try:
+            conn.execute(s2.SQL[name], (text,))
+            conn.commit()
+        finally:
+            running[0] = False
+            poller.join()
+        rows = conn.execute(f"SELECT count(*), sum(version)::text FROM {s2.TABLE}").fetchone()
+    return peak[0] - before, tuple(rows)
+
+
+def run_batch():
+    import suite_batch as s2
+    n = SIZES.memory_calls
+    log(f"suite 4: memory, one batch of {n:,} rows")
+    rows = [r for _, texts, _ in s2.make_batches(n // s2.BATCH, seed=11) for r in texts]
+    text = "[" + ", ".join(rows) + "]"
+    peaks, tables = {}, {}
+    for name in ("handwritten", "safe_upsert_many"):
+        peaks[name], tables[name] = batch_peak(name, text)
+        log(f"  {name}: peak RssAnon {peaks[name] / 1024:.1f} MB above its start")
+    if len(set(tables.values())) != 1:
+        raise RuntimeError(f"suite 4: the batch contenders left different tables: {tables}")
+    return {"rows": n, "json_bytes": len(text.encode()), "peak_kb": peaks}
+
+
 def run():
+    result = run_calls()
+    result["batch"] = run_batch()
+    return result
+
+
+def run_calls():
     total = SIZES.memory_calls
     log(f"suite 4: memory, {total:,} safe_upsert calls over {TABLES} tables x {SETS} column sets in one backend")
     with connect() as admin:
