@@ -15,6 +15,7 @@ use super::statement::OnTie;
 use super::tracking::{self, CallState};
 use super::outcome::Outcome;
 use super::row::JsonbRow;
+use super::scratch::Scratch;
 use super::winners::{self, Comparators};
 use super::{as_object, dedupe, kept, open_table, Args};
 use crate::error::{self, fields};
@@ -276,15 +277,17 @@ fn write_winners(
     );
     let mut losers = picked.losers;
     losers.sort_unstable(); // in input order, as a tie error under on_tie = error names the first
+    // what comparing and printing a loser's winner allocates goes at once (Rust values come out)
+    let scratch = Scratch::new();
     for (loser, winner) in losers {
         pgrx::pg_sys::check_for_interrupts!();
         let (l, w) = (picks[loser], picks[winner]);
         let pos = converted.positions[l];
         let same_version = comparators.versions(converted, l, w) == std::cmp::Ordering::Equal;
-        let same_values = winners::same_values(plan, converted, l, w);
+        let same_values = scratch.run(|| winners::same_values(plan, converted, l, w));
         let outcome =
             at_row(pos, || kept_outcome(plan, on_tie, &rows[pos], Some(same_version), Some(same_values), on_tie == OnTie::Apply));
-        let version = matches!(outcome, Outcome::Stale | Outcome::Tie).then(|| winners::version_json(plan, converted, w));
+        let version = matches!(outcome, Outcome::Stale | Outcome::Tie).then(|| scratch.run(|| winners::version_json(plan, converted, w)));
         results.push((pos, outcome, version));
     }
 

@@ -13,6 +13,7 @@ mod numeric_int;
 mod outcome;
 pub mod plan_cache;
 mod row;
+mod scratch;
 mod single;
 pub mod statement;
 mod tracking;
