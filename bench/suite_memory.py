@@ -22,6 +22,7 @@ the statement runs) above what it held before.
 import threading
 import time
 
+import suite_batch as s2
 from common import SIZES, connect, log, proc_status, versioned_table
 
 TABLES = 50
@@ -56,7 +57,6 @@ FROM (SELECT g, (%(first)s::int + g %% 10) %% 150 AS s, g %% 1000 + 1 AS k,
 
 def batch_peak(name, text):
     """(peak RssAnon above the backend's own before the statement, in kB; the table's rows)."""
-    import suite_batch as s2
     with connect() as admin:
         versioned_table(admin, s2.TABLE)
     with connect(autocommit=False) as conn:
@@ -84,7 +84,6 @@ def batch_peak(name, text):
 
 
 def run_batch():
-    import suite_batch as s2
     n = SIZES.memory_calls
     log(f"suite 4: memory, one batch of {n:,} rows")
     rows = [r for _, texts, _ in s2.make_batches(n // s2.BATCH, seed=11) for r in texts]

@@ -169,13 +169,7 @@ impl Converted<'_> {
 /// The batch statements' parameters for the converted rows at `picks` (indexes into
 /// `positions`): their 1-based positions, then one array per sent column.
 pub(super) fn params(batch: &BatchPlan, rows: &Converted<'_>, picks: &[usize]) -> Vec<pg_sys::Datum> {
-    let ords = picks.iter().map(|&i| rows.positions[i] as i32 + 1).collect();
-    numbered_params(batch, rows, picks, ords)
-}
-
-/// `params`, numbering the rows with `ords` instead of their positions.
-fn numbered_params(batch: &BatchPlan, rows: &Converted<'_>, picks: &[usize], ords: Vec<i32>) -> Vec<pg_sys::Datum> {
-    let ords: Vec<pg_sys::Datum> = ords.into_iter().map(pg_sys::Datum::from).collect();
+    let ords = picks.iter().map(|&i| pg_sys::Datum::from(rows.positions[i] as i32 + 1)).collect();
     let int4 = Element { typid: pg_sys::INT4OID, len: 4, byval: true, align: b'i' as std::ffi::c_char };
     let mut params = vec![array(ords, vec![false; picks.len()], &int4)];
     for ((values, nulls), element) in rows.columns.iter().zip(&batch.elements) {
@@ -292,7 +286,7 @@ fn write_winners(
     }
 
     let winners: Vec<usize> = picked.winners.iter().map(|&w| picks[w]).collect();
-    let mut params = numbered_params(batch, converted, &winners, (1..=winners.len() as i32).collect());
+    let mut params = params(batch, converted, &winners);
     let not_null = vec![input::NOT_NULL; params.len()];
     let Some(upsert) = batch.upsert else { error::internal("a delete's plan has no batch write") };
     let (n, notes) = kept::collect(&plan.sent, || run(upsert, &mut params, &not_null));
@@ -317,20 +311,7 @@ fn write_winners(
             Some(next)
         } else {
             // winners are sorted by key: search them all
-            let (mut lo, mut hi) = (0, winners.len());
-            let mut found = None;
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                match at(mid) {
-                    std::cmp::Ordering::Less => lo = mid + 1,
-                    std::cmp::Ordering::Greater => hi = mid,
-                    std::cmp::Ordering::Equal => {
-                        found = Some(mid);
-                        break;
-                    }
-                }
-            }
-            found
+            winners.binary_search_by(|&w| comparators.key_against(converted, w, &stored)).ok()
         };
         if let Some(w) = found {
             written[w] = Some(inserted);

@@ -137,7 +137,7 @@ fn delete_plan(args: &Args, keys: Vec<&str>) -> std::rc::Rc<Plan> {
 fn delete_row(plan: &Plan, row: &Map<String, Value>) -> (Outcome, Option<String>) {
     let Some(tomb) = &plan.tomb else { error::internal("the table's tombstones were not found after they were made") };
     let Some((delete, classify)) = tomb.delete else { error::internal("a delete's plan lacks its statements") };
-    let (mut values, nulls) = input::convert(plan, row, &[]);
+    let (mut values, nulls) = input::convert(plan, row);
     let (recorded, notes) = kept::collect(&[], || as_role(tomb.owner, || run(tomb.claim, &mut values, &nulls)));
     if recorded == 0 {
         // the key's tombstone is as new or newer: a replayed or an older delete

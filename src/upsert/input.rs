@@ -17,19 +17,11 @@ pub const NOT_NULL: c_char = b' ' as c_char;
 pub const NULL: c_char = b'n' as c_char;
 
 /// The row's values in parameter order, as (datums, SPI null flags). A key or version column
-/// without a value is an error. The columns marked in `as_text` are checked by their input
-/// function but given as text, for a statement that casts them (see `Column::text_cast`).
-pub fn convert(plan: &Plan, row: &Map<String, Value>, as_text: &[bool]) -> (Vec<pg_sys::Datum>, Vec<c_char>) {
-    parameters(plan, |i, col| {
+/// without a value is an error.
+pub fn convert(plan: &Plan, row: &Map<String, Value>) -> (Vec<pg_sys::Datum>, Vec<c_char>) {
+    parameters(plan, |_, col| {
         let text = json_text::input_text(row.get(&col.meta.name).unwrap_or(&Value::Null), col.meta.kind)?;
-        let value = input_value(plan, col, &text);
-        if as_text.get(i) == Some(&true) {
-            // SAFETY: such a column's type is an array or a domain over one: a varlena,
-            // palloc'd by its input function and used nowhere else.
-            unsafe { pg_sys::pfree(value.cast_mut_ptr()) };
-            return Some(text_datum(&text));
-        }
-        Some(value)
+        Some(input_value(plan, col, &text))
     })
 }
 
@@ -93,7 +85,8 @@ impl Direct {
 /// `convert` for a row read in place (`jsonb_read::object_fields`): `fields` sorted by key, the
 /// plan's columns a subsequence of them in the same order. Scalars that a column takes
 /// directly (`Direct`) skip the text and the input function; everything else goes the way
-/// `convert` goes, with the same errors.
+/// `convert` goes, with the same errors. The columns marked in `as_text` are checked by their
+/// input function but given as text, for a statement that casts them (see `Column::text_cast`).
 /// `nesting` is how deep a field's value may nest and the argument that holds the row, for the
 /// error that says so.
 pub fn convert_fields(plan: &Plan, fields: &[Field], as_text: &[bool], nesting: (usize, &str)) -> (Vec<pg_sys::Datum>, Vec<c_char>) {
@@ -152,7 +145,8 @@ unsafe fn field_datum(plan: &Plan, col: &InputColumn, v: &pg_sys::JsonbValue, as
         let text = json_text::input_text(&value, col.meta.kind)?;
         let datum = input_value(plan, col, &text);
         if as_text {
-            // as in `convert`
+            // Checked by the input function, sent as text: such a column's type is an array or
+            // a domain over one, a varlena palloc'd by its input function and used nowhere else.
             pg_sys::pfree(datum.cast_mut_ptr());
             return Some(text_datum(&text));
         }

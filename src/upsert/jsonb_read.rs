@@ -59,24 +59,38 @@ pub unsafe fn object_fields(container: *mut pg_sys::JsonbContainer) -> Option<Ve
             return None;
         }
         let mut fields = Vec::with_capacity(count);
-        let mut it = pg_sys::JsonbIteratorInit(container);
-        let mut v = pg_sys::JsonbValue::default();
         let mut key: &'static str = "";
-        loop {
-            match pg_sys::JsonbIteratorNext(&mut it, &mut v, true) {
-                pg_sys::JsonbIteratorToken::WJB_KEY => key = text(&v),
-                pg_sys::JsonbIteratorToken::WJB_VALUE => {
-                    if v.type_ == pg_sys::jbvType::jbvString {
-                        text(&v);
-                    }
-                    fields.push(Field { key, value: v });
+        each_top_level(container, |token, v| match token {
+            pg_sys::JsonbIteratorToken::WJB_KEY => key = text(v),
+            pg_sys::JsonbIteratorToken::WJB_VALUE => {
+                if v.type_ == pg_sys::jbvType::jbvString {
+                    text(v);
                 }
-                pg_sys::JsonbIteratorToken::WJB_DONE => break,
-                _ => {}
+                fields.push(Field { key, value: *v });
             }
-        }
+            _ => {}
+        });
         fields.sort_unstable_by(|a, b| a.key.cmp(b.key));
         Some(fields)
+    }
+}
+
+/// Walks a container's top level, nested containers coming back as `jbvBinary`: each token
+/// up to `WJB_DONE`, with its value.
+///
+/// # Safety
+/// `container` is in a live, detoasted jsonb.
+unsafe fn each_top_level(container: *mut pg_sys::JsonbContainer, mut visit: impl FnMut(pg_sys::JsonbIteratorToken::Type, &pg_sys::JsonbValue)) {
+    // SAFETY: the caller's contract; the iterator frees itself as it reaches the end.
+    unsafe {
+        let mut it = pg_sys::JsonbIteratorInit(container);
+        let mut v = pg_sys::JsonbValue::default();
+        loop {
+            match pg_sys::JsonbIteratorNext(&mut it, &mut v, true) {
+                pg_sys::JsonbIteratorToken::WJB_DONE => break,
+                token => visit(token, &v),
+            }
+        }
     }
 }
 
@@ -104,15 +118,11 @@ pub unsafe fn array_elements(jsonb: *mut pg_sys::Jsonb) -> Option<Vec<pg_sys::Js
             return None;
         }
         let mut elements = Vec::with_capacity((header & pg_sys::JB_CMASK) as usize);
-        let mut it = pg_sys::JsonbIteratorInit(&mut (*jsonb).root);
-        let mut v = pg_sys::JsonbValue::default();
-        loop {
-            match pg_sys::JsonbIteratorNext(&mut it, &mut v, true) {
-                pg_sys::JsonbIteratorToken::WJB_ELEM => elements.push(v),
-                pg_sys::JsonbIteratorToken::WJB_DONE => break,
-                _ => {}
+        each_top_level(&mut (*jsonb).root, |token, v| {
+            if token == pg_sys::JsonbIteratorToken::WJB_ELEM {
+                elements.push(*v);
             }
-        }
+        });
         Some(elements)
     }
 }
@@ -223,32 +233,23 @@ unsafe fn scalar(v: &pg_sys::JsonbValue) -> Value {
     }
 }
 
-/// A scalar's JSON text as `scalar`'s value prints it, appended to `out`: false for a nested
-/// container or a string longer than `max_string` bytes, which the caller then prints otherwise.
+/// A scalar's JSON text, as `scalar`'s value prints it, without making the value; None for a
+/// nested container or a string longer than `max_string` bytes (which the log cuts).
 ///
 /// # Safety
 /// As for `field_value`.
-pub unsafe fn push_scalar_json(v: &pg_sys::JsonbValue, max_string: usize, out: &mut Vec<u8>) -> bool {
+pub unsafe fn scalar_json(v: &pg_sys::JsonbValue, max_string: usize) -> Option<String> {
     // SAFETY: the caller's contract; the union is read as the variant `type_` names.
     unsafe {
         match v.type_ {
             pg_sys::jbvType::jbvString => {
                 let s = text(v);
-                s.len() <= max_string && serde_json::to_writer(out, s).is_ok()
+                (s.len() <= max_string).then(|| serde_json::to_string(s).ok()).flatten()
             }
-            pg_sys::jbvType::jbvBool => {
-                out.extend_from_slice(if v.val.boolean { b"true" } else { b"false" });
-                true
-            }
-            pg_sys::jbvType::jbvNull => {
-                out.extend_from_slice(b"null");
-                true
-            }
-            pg_sys::jbvType::jbvNumeric => match scalar(v) {
-                Value::Number(n) => serde_json::to_writer(out, &n).is_ok(),
-                _ => false,
-            },
-            _ => false,
+            pg_sys::jbvType::jbvBool => Some(v.val.boolean.to_string()),
+            pg_sys::jbvType::jbvNull => Some("null".into()),
+            pg_sys::jbvType::jbvNumeric => Some(scalar(v).to_string()),
+            _ => None,
         }
     }
 }

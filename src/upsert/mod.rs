@@ -151,10 +151,9 @@ fn jsonb_arg(arg: Option<Internal>, name: &str) -> pg_sys::Datum {
 
 /// A jsonb row argument, read in place when it is an object with fields (`row::JsonbRow`).
 fn json_row(arg: Option<Internal>, relid: pg_sys::Oid) -> Result<row::JsonbRow, Value> {
-    let Some(datum) = arg.and_then(Internal::unwrap) else { error::null_argument("row") };
-    // SAFETY: the SQL signature makes this a non-NULL jsonb datum, alive until the call ends,
-    // which the row does not outlive.
-    unsafe { row::JsonbRow::read(datum, relid) }
+    // SAFETY: the SQL signature makes this a jsonb datum (non-NULL: checked), alive until the
+    // call ends, which the row does not outlive.
+    unsafe { row::JsonbRow::read(jsonb_arg(arg, "row"), relid) }
 }
 
 /// The arguments every entry point takes, checked.

@@ -36,7 +36,7 @@ impl Row for Map<String, Value> {
     }
 
     fn values(&self, plan: &Plan) -> (Vec<pg_sys::Datum>, Vec<c_char>) {
-        input::convert(plan, self, &[])
+        input::convert(plan, self)
     }
 }
 
@@ -106,9 +106,18 @@ impl JsonbRow {
         self.fields.iter().map(|f| f.key).collect()
     }
 
-    /// `values`, giving the columns marked in `as_text` as text (see `input::convert`).
+    /// `values`, giving the columns marked in `as_text` as text (see `input::convert_fields`).
     pub fn values_as(&self, plan: &Plan, as_text: &[bool]) -> (Vec<pg_sys::Datum>, Vec<c_char>) {
         input::convert_fields(plan, &self.fields, as_text, (self.depth - 1, self.arg))
+    }
+
+    /// A field's value; one nested too deep raises the error the whole row's map raises.
+    fn field_value(&self, field: &Field) -> Value {
+        // SAFETY: the field points into the jsonb, which lives as long as the row.
+        unsafe { jsonb_read::field_value(&field.value, self.depth - 1) }.unwrap_or_else(|_| {
+            self.map();
+            error::internal("a row too deep to log was not too deep to read")
+        })
     }
 }
 
@@ -133,47 +142,15 @@ impl Row for JsonbRow {
     }
 
     fn log_text(&self) -> String {
-        if let Some(text) = self.short_log_text() {
-            return text;
-        }
-        let members = self.fields.iter().map(|f| (f.key, stats::cut_value(&self.field_value(f), stats::VALUE_BYTES)));
+        let members = self.fields.iter().map(|f| {
+            // SAFETY: the field points into the jsonb, which lives as long as the row.
+            let short = unsafe { jsonb_read::scalar_json(&f.value, stats::VALUE_BYTES) };
+            (f.key, short.unwrap_or_else(|| stats::cut_value(&self.field_value(f), stats::VALUE_BYTES)))
+        });
         stats::cut_members(members, stats::VALUE_BYTES, stats::ROW_BYTES)
     }
 }
 
-impl JsonbRow {
-    /// `log_text` of the common row, scalars that fit the log uncut, printed straight from the
-    /// fields; None for any other, which `stats::cut_members` prints.
-    fn short_log_text(&self) -> Option<String> {
-        let mut out = Vec::with_capacity(64);
-        out.push(b'{');
-        for (i, f) in self.fields.iter().enumerate() {
-            if f.key.len() > stats::VALUE_BYTES {
-                return None;
-            }
-            if i > 0 {
-                out.push(b',');
-            }
-            serde_json::to_writer(&mut out, f.key).ok()?;
-            out.push(b':');
-            // SAFETY: the field points into the jsonb, which lives as long as the row.
-            if !unsafe { jsonb_read::push_scalar_json(&f.value, stats::VALUE_BYTES, &mut out) } || out.len() >= stats::ROW_BYTES {
-                return None;
-            }
-        }
-        out.push(b'}');
-        String::from_utf8(out).ok()
-    }
-
-    /// A field's value; one nested too deep raises the error the whole row's map raises.
-    fn field_value(&self, field: &Field) -> Value {
-        // SAFETY: the field points into the jsonb, which lives as long as the row.
-        unsafe { jsonb_read::field_value(&field.value, self.depth - 1) }.unwrap_or_else(|_| {
-            self.map();
-            error::internal("a row too deep to log was not too deep to read")
-        })
-    }
-}
 
 /// The whole container, nested at most `depth` levels deep, or the error for one nested deeper,
 /// naming the argument `arg` that holds it.

@@ -328,9 +328,9 @@ impl Shape {
     /// The batch write of rows already chosen one per key and sent in key order (`dedupe.rs`),
     /// written in that order (a fixed lock order between concurrent batches): the function scan
     /// over the arrays feeds the insert directly, with no node between them that could reorder
-    /// the rows, so the plan needs no sort (parameter 1, numbering them, goes unused). Returns the key and whether it inserted, per written row; a kept row returns
-    /// nothing and leaves a note (`kept.rs`), so the n-th note belongs to the n-th winner not
-    /// returned.
+    /// the rows, so the plan needs no sort (parameter 1, their positions, goes unused). Returns
+    /// the key and whether it inserted, per written row; a kept row returns nothing and leaves a
+    /// note (`kept.rs`), so the n-th note belongs to the n-th winner not returned.
     pub fn batch_winners_sql(&self) -> String {
         let returning: Vec<String> = self.key.iter().map(|k| self.col("s", k.index)).collect();
         format!(
